@@ -1,0 +1,1 @@
+"""The application package of the function app: everything but the HTTP and timer handlers."""
