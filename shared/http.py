@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -10,8 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import azure.functions as func
+import psycopg
+from psycopg_pool import PoolTimeout
 
-from shared.errors import AppError, BadRequest, PayloadTooLarge
+from shared.errors import AppError, BadRequest, DatabaseUnavailable, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,13 @@ def handle_errors(handler: Handler) -> Handler:
     async def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         try:
             return await handler(req)
+        except (psycopg.OperationalError, PoolTimeout) as err:
+            logger.warning("%s %s: database unavailable: %s", req.method, _path(req), type(err).__name__)
+            return error_response(
+                DatabaseUnavailable(
+                    "The database is unavailable; retry in a few seconds.", headers={"Retry-After": "5"}
+                )
+            )
         except AppError as err:
             if err.status >= 500:
                 logger.warning("%s %s failed with %d: %s", req.method, _path(req), err.status, err.detail)
@@ -73,25 +83,21 @@ def handle_errors(handler: Handler) -> Handler:
                 correlationId=correlation_id,
             )
 
-    wrapper.__name__ = handler.__name__
-    wrapper.__qualname__ = handler.__qualname__
-    wrapper.__doc__ = handler.__doc__
-    return wrapper
+    # The Functions worker reads the binding's parameter name and type from the signature.
+    return functools.wraps(handler)(wrapper)
 
 
 def _path(req: func.HttpRequest) -> str:
-    url = req.url
+    url: str = req.url
     return url.split("?", 1)[0]
 
 
 def require_thread_id(req: func.HttpRequest) -> str:
     """Return the ``threadId`` route parameter, or raise ``BadRequest`` when it breaks the pattern."""
-    thread_id = req.route_params.get("threadId", "")
+    thread_id: str = req.route_params.get("threadId", "")
     if not THREAD_ID_PATTERN.match(thread_id):
         shown = thread_id if len(thread_id) <= 40 else thread_id[:40] + "..."
-        raise BadRequest(
-            f"threadId must be 1 to 128 letters, digits, '.', '_' or '-', got {json.dumps(shown)}"
-        )
+        raise BadRequest(f"threadId must be 1 to 128 letters, digits, '.', '_' or '-', got {json.dumps(shown)}")
     return thread_id
 
 

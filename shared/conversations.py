@@ -1,0 +1,359 @@
+"""The conversation service: run a turn, resume an interrupt, read, list and delete threads.
+
+Each thread has a row in ``threads`` that records its owner and whether a run holds it. A run takes
+a lease on that row (one short statement, no connection held while the graph runs), so a second
+invoke on a busy thread is turned away at once, and a worker that dies mid-run releases the thread
+when the lease expires.
+
+Turns are written with LangGraph's ``durability="exit"``: the graph's state is saved once, when the
+run ends or stops at an interrupt. A turn is therefore atomic: a worker killed mid-run leaves the
+thread exactly as it was before the turn, and the client simply sends the turn again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from shared.database import Pool, get_pool
+from shared.errors import BadRequest, NoPendingInterrupt, ThreadBusy, ThreadNotFound, UpstreamTimeout
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+    from langgraph.graph.state import CompiledStateGraph
+
+
+logger = logging.getLogger(__name__)
+
+DURABILITY: Final = "exit"
+RECURSION_LIMIT = 40
+
+CLAIM_NEW_OR_OWN_THREAD = """
+INSERT INTO threads (thread_id, owner_key, run_id, lease_until)
+VALUES (%(thread_id)s, %(owner)s, %(run_id)s, now() + make_interval(secs => %(lease)s))
+ON CONFLICT (thread_id) DO UPDATE
+    SET run_id = excluded.run_id, lease_until = excluded.lease_until
+    WHERE threads.owner_key = excluded.owner_key
+      AND (threads.lease_until IS NULL OR threads.lease_until < now())
+RETURNING thread_id
+"""
+CLAIM_OWN_THREAD = """
+UPDATE threads
+   SET run_id = %(run_id)s, lease_until = now() + make_interval(secs => %(lease)s)
+ WHERE thread_id = %(thread_id)s AND owner_key = %(owner)s
+   AND (lease_until IS NULL OR lease_until < now())
+RETURNING thread_id
+"""
+SELECT_THREAD_LEASE = """
+SELECT owner_key, ceil(extract(epoch FROM lease_until - now()))::int AS lease_seconds_left
+  FROM threads WHERE thread_id = %(thread_id)s
+"""
+RELEASE_THREAD = """
+UPDATE threads SET run_id = NULL, lease_until = NULL, updated_at = now()
+ WHERE thread_id = %(thread_id)s AND run_id = %(run_id)s
+"""
+SELECT_OWNED_THREAD = """
+SELECT thread_id, created_at, updated_at, lease_until > now() AS running
+  FROM threads WHERE thread_id = %(thread_id)s AND owner_key = %(owner)s
+"""
+SELECT_OWNED_THREADS_PAGE = """
+SELECT thread_id, created_at, updated_at
+  FROM threads
+ WHERE owner_key = %(owner)s
+   AND (%(after_updated)s::timestamptz IS NULL OR (updated_at, thread_id) < (%(after_updated)s, %(after_id)s))
+ ORDER BY updated_at DESC, thread_id DESC
+ LIMIT %(limit)s
+"""
+DELETE_OWNED_THREAD = """
+DELETE FROM threads
+ WHERE thread_id = %(thread_id)s AND owner_key = %(owner)s
+   AND (lease_until IS NULL OR lease_until < now())
+"""
+
+
+@dataclass
+class TurnResult:
+    thread_id: str
+    status: str
+    messages: list[dict[str, Any]]
+    interrupts: list[dict[str, Any]]
+    input_tokens: int
+    output_tokens: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threadId": self.thread_id,
+            "status": self.status,
+            "messages": self.messages,
+            "interrupts": self.interrupts,
+            "usage": {"inputTokens": self.input_tokens, "outputTokens": self.output_tokens},
+        }
+
+
+@dataclass
+class ThreadView:
+    thread_id: str
+    status: str
+    messages: list[dict[str, Any]]
+    interrupts: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threadId": self.thread_id,
+            "status": self.status,
+            "messages": self.messages,
+            "interrupts": self.interrupts,
+        }
+
+
+@dataclass
+class ThreadPage:
+    threads: list[dict[str, Any]]
+    next_cursor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"threads": self.threads, "nextCursor": self.next_cursor}
+
+
+# One compiled graph per pool: the pool is per event loop, and so must be the saver on top of it.
+_graphs: weakref.WeakKeyDictionary[Pool, CompiledStateGraph[Any, Any, Any, Any]] = weakref.WeakKeyDictionary()
+
+
+async def _get_graph(settings: Settings, pool: Pool) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Return the compiled graph bound to ``pool``, compiling it on first use for that pool."""
+    graph = _graphs.get(pool)
+    if graph is not None:
+        return graph
+
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    from shared.graph.supervisor import compile_supervisor
+
+    # Compiling has no await, so two first requests on one loop cannot both store a graph.
+    graph = compile_supervisor(settings, AsyncPostgresSaver(pool))
+    _graphs[pool] = graph
+    return graph
+
+
+def message_to_json(message: BaseMessage) -> dict[str, Any]:
+    """Turn a LangChain message into the API's ``{"role", "content", "name"}`` form."""
+    roles = {"human": "user", "ai": "assistant", "tool": "tool", "system": "system"}
+    content = message.content
+    if not isinstance(content, str):
+        parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
+        content = "".join(parts)
+    body: dict[str, Any] = {"role": roles.get(message.type, message.type), "content": content, "name": message.name}
+    tool_calls = getattr(message, "tool_calls", None)
+    if tool_calls:
+        body["toolCalls"] = [{"id": c.get("id"), "name": c["name"], "args": c["args"]} for c in tool_calls]
+    return body
+
+
+def _interrupts_to_json(interrupts: Any) -> list[dict[str, Any]]:
+    return [{"id": i.id, "value": i.value} for i in interrupts or ()]
+
+
+async def _claim_thread(
+    pool: Pool, thread_id: str, owner: str, run_id: uuid.UUID, settings: Settings, *, create: bool
+) -> None:
+    params = {"thread_id": thread_id, "owner": owner, "run_id": run_id, "lease": settings.run_lease_seconds}
+    async with pool.connection() as conn:
+        cur = await conn.execute(CLAIM_NEW_OR_OWN_THREAD if create else CLAIM_OWN_THREAD, params)
+        if await cur.fetchone() is not None:
+            return
+        cur = await conn.execute(SELECT_THREAD_LEASE, params)
+        row = await cur.fetchone()
+
+    if row is None or row["owner_key"] != owner:
+        raise ThreadNotFound(f"thread {thread_id!r} was not found")
+    wait = max(1, min(int(row["lease_seconds_left"] or 1), 10))
+    raise ThreadBusy(
+        f"thread {thread_id!r} is running another turn; retry after it finishes",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+async def _release_thread(pool: Pool, thread_id: str, run_id: uuid.UUID) -> None:
+    try:
+        async with pool.connection() as conn:
+            await conn.execute(RELEASE_THREAD, {"thread_id": thread_id, "run_id": run_id})
+    except Exception as err:
+        # The lease expires by itself, so a failed release only delays the next turn on this thread.
+        logger.warning("could not release thread %r after its run: %s", thread_id, err)
+
+
+async def run_turn(
+    settings: Settings,
+    owner: str,
+    thread_id: str,
+    *,
+    message: str | None = None,
+    resume: Any = None,
+    is_resume: bool = False,
+) -> TurnResult:
+    """Run one turn on a thread: a new user message, or the answer to a pending interrupt.
+
+    Raises ``ThreadNotFound`` when the thread belongs to someone else (or, for a resume, does not
+    exist), ``ThreadBusy`` when another run holds it, ``NoPendingInterrupt`` for a resume with
+    nothing to resume or a message while an approval is pending, and ``UpstreamTimeout`` when the
+    run takes longer than RUN_TIMEOUT_SECONDS (nothing of that turn is saved).
+    """
+    from langchain_core.messages import HumanMessage
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.types import Command
+
+    from shared.analytics.recorder import UsageRecorder
+    from shared.graph.supervisor import AGENT_NAMES
+
+    pool = await get_pool(settings)
+    run_id = uuid.uuid4()
+    await _claim_thread(pool, thread_id, owner, run_id, settings, create=not is_resume)
+
+    recorder = UsageRecorder(agent_ids=frozenset(AGENT_NAMES))
+    started = time.perf_counter()
+    outcome = "failed"
+    try:
+        graph = await _get_graph(settings, pool)
+        config: RunnableConfig = {
+            "configurable": {"thread_id": thread_id},
+            "callbacks": [recorder],
+            "recursion_limit": RECURSION_LIMIT,
+        }
+        state = await graph.aget_state(config)
+        pending = state.interrupts
+        if is_resume:
+            if not pending:
+                raise NoPendingInterrupt(f"thread {thread_id!r} has no pending interrupt to resume")
+            graph_input: Any = Command(resume=resume)
+        else:
+            if pending:
+                raise NoPendingInterrupt(
+                    f'thread {thread_id!r} is waiting for an answer to its interrupt; send {{"resume": ...}} first'
+                )
+            graph_input = {"messages": [HumanMessage(content=message or "")]}
+
+        known_ids = {m.id for m in state.values.get("messages", [])}
+        try:
+            output = await asyncio.wait_for(
+                graph.ainvoke(graph_input, config, durability=DURABILITY),
+                timeout=settings.run_timeout_seconds,
+            )
+        except TimeoutError:
+            recorder.close_unfinished()
+            raise UpstreamTimeout(
+                f"the turn took longer than {settings.run_timeout_seconds:g} s and was stopped; nothing of it was saved"
+            ) from None
+
+        new_messages = [m for m in output.get("messages", []) if m.id not in known_ids]
+        interrupts = _interrupts_to_json(output.get("__interrupt__"))
+        outcome = "interrupted" if interrupts else "completed"
+        return TurnResult(
+            thread_id=thread_id,
+            status=outcome,
+            messages=[message_to_json(m) for m in new_messages],
+            interrupts=interrupts,
+            input_tokens=recorder.input_tokens,
+            output_tokens=recorder.output_tokens,
+        )
+    finally:
+        await _release_thread(pool, thread_id, run_id)
+        logger.info(
+            "turn on thread %r %s in %.0f ms (%d agent invocations)",
+            thread_id,
+            outcome,
+            (time.perf_counter() - started) * 1000,
+            len(recorder.invocations),
+        )
+
+
+async def get_thread(settings: Settings, owner: str, thread_id: str) -> ThreadView:
+    """Return the thread's whole visible conversation; ``ThreadNotFound`` unless ``owner`` owns it."""
+    pool = await get_pool(settings)
+    async with pool.connection() as conn:
+        cur = await conn.execute(SELECT_OWNED_THREAD, {"thread_id": thread_id, "owner": owner})
+        row = await cur.fetchone()
+    if row is None:
+        raise ThreadNotFound(f"thread {thread_id!r} was not found")
+
+    graph = await _get_graph(settings, pool)
+    state = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+    interrupts = _interrupts_to_json(state.interrupts)
+    return ThreadView(
+        thread_id=thread_id,
+        status="interrupted" if interrupts else "idle",
+        messages=[message_to_json(m) for m in state.values.get("messages", [])],
+        interrupts=interrupts,
+    )
+
+
+def _encode_cursor(updated_at: datetime, thread_id: str) -> str:
+    raw = f"{updated_at.isoformat()}|{thread_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, thread_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), thread_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest("cursor must be a nextCursor value from a previous page") from None
+
+
+async def list_threads(settings: Settings, owner: str, *, limit: int, cursor: str | None) -> ThreadPage:
+    """Return one page of the owner's threads, most recently updated first."""
+    after_updated, after_id = _decode_cursor(cursor) if cursor else (None, "")
+    pool = await get_pool(settings)
+    params = {"owner": owner, "after_updated": after_updated, "after_id": after_id, "limit": limit + 1}
+    async with pool.connection() as conn:
+        cur = await conn.execute(SELECT_OWNED_THREADS_PAGE, params)
+        rows = await cur.fetchall()
+
+    page = rows[:limit]
+    next_cursor = _encode_cursor(page[-1]["updated_at"], page[-1]["thread_id"]) if len(rows) > limit else None
+    return ThreadPage(
+        threads=[
+            {
+                "threadId": r["thread_id"],
+                "createdAt": r["created_at"].isoformat(),
+                "updatedAt": r["updated_at"].isoformat(),
+            }
+            for r in page
+        ],
+        next_cursor=next_cursor,
+    )
+
+
+async def delete_thread(settings: Settings, owner: str, thread_id: str) -> None:
+    """Delete the thread's checkpoints and its ownership record.
+
+    Checkpoints go first: if the worker dies in between, the thread is still listed and the
+    client's retry of the delete finishes the job. Raises ``ThreadNotFound`` unless ``owner`` owns
+    it and ``ThreadBusy`` while a run holds it.
+    """
+    pool = await get_pool(settings)
+    async with pool.connection() as conn:
+        cur = await conn.execute(SELECT_OWNED_THREAD, {"thread_id": thread_id, "owner": owner})
+        row = await cur.fetchone()
+    if row is None:
+        raise ThreadNotFound(f"thread {thread_id!r} was not found")
+    if row["running"]:
+        raise ThreadBusy(
+            f"thread {thread_id!r} is running a turn; retry after it finishes", headers={"Retry-After": "2"}
+        )
+
+    graph = await _get_graph(settings, pool)
+    checkpointer = graph.checkpointer
+    await checkpointer.adelete_thread(thread_id)  # type: ignore[union-attr]
+    async with pool.connection() as conn:
+        await conn.execute(DELETE_OWNED_THREAD, {"thread_id": thread_id, "owner": owner})
+    logger.info("deleted thread %r", thread_id)
