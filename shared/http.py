@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import azure.functions as func
-import psycopg
-from psycopg_pool import PoolTimeout
 
 from shared.errors import AppError, BadRequest, DatabaseUnavailable, PayloadTooLarge
 
@@ -61,18 +59,18 @@ def handle_errors(handler: Handler) -> Handler:
     async def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         try:
             return await handler(req)
-        except (psycopg.OperationalError, PoolTimeout) as err:
-            logger.warning("%s %s: database unavailable: %s", req.method, _path(req), type(err).__name__)
-            return error_response(
-                DatabaseUnavailable(
-                    "The database is unavailable; retry in a few seconds.", headers={"Retry-After": "5"}
-                )
-            )
         except AppError as err:
             if err.status >= 500:
                 logger.warning("%s %s failed with %d: %s", req.method, _path(req), err.status, err.detail)
             return error_response(err)
-        except Exception:
+        except Exception as err:
+            if _is_database_outage(err):
+                logger.warning("%s %s: database unavailable: %s", req.method, _path(req), type(err).__name__)
+                return error_response(
+                    DatabaseUnavailable(
+                        "The database is unavailable; retry in a few seconds.", headers={"Retry-After": "5"}
+                    )
+                )
             correlation_id = uuid.uuid4().hex
             logger.exception("%s %s failed unexpectedly (correlation id %s)", req.method, _path(req), correlation_id)
             return problem_response(
@@ -85,6 +83,18 @@ def handle_errors(handler: Handler) -> Handler:
 
     # The Functions worker reads the binding's parameter name and type from the signature.
     return functools.wraps(handler)(wrapper)
+
+
+def _is_database_outage(err: BaseException) -> bool:
+    """Tell whether ``err`` means the database cannot be reached right now (down, restarting, pool exhausted)."""
+    # psycopg is imported here, not at module level, so importing the app stays cheap; an error
+    # from psycopg means it is already loaded.
+    if not type(err).__module__.startswith("psycopg"):
+        return False
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    return isinstance(err, (psycopg.OperationalError, PoolTimeout))
 
 
 def _path(req: func.HttpRequest) -> str:

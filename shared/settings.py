@@ -100,9 +100,13 @@ class Settings:
 
 
 def running_in_azure(env: Mapping[str, str] | None = None) -> bool:
-    """Tell whether this process runs on the Azure Functions platform, which always sets these."""
+    """Tell whether this process runs on the Azure Functions platform.
+
+    App Service and every Functions plan set WEBSITE_SITE_NAME and WEBSITE_INSTANCE_ID on their
+    workers; CONTAINER_NAME alone is not enough, since many container hosts set it.
+    """
     source = os.environ if env is None else env
-    return bool(source.get("WEBSITE_INSTANCE_ID") or source.get("CONTAINER_NAME"))
+    return bool(source.get("WEBSITE_SITE_NAME") or source.get("WEBSITE_INSTANCE_ID"))
 
 
 class _Reader:
@@ -129,9 +133,7 @@ class _Reader:
         except ValueError:
             value = low - 1
         if not low <= value <= high:
-            raise SettingsError(
-                name, f"setting {name} must be an integer from {low} to {high}, got '{raw}'"
-            )
+            raise SettingsError(name, f"setting {name} must be an integer from {low} to {high}, got '{raw}'")
         return value
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
@@ -159,9 +161,7 @@ class _Reader:
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.text(name) or default
         if value not in allowed:
-            raise SettingsError(
-                name, f"setting {name} must be one of {', '.join(allowed)}, got '{value}'"
-            )
+            raise SettingsError(name, f"setting {name} must be one of {', '.join(allowed)}, got '{value}'")
         return value
 
     def guid(self, name: str) -> str:
@@ -197,9 +197,8 @@ def _parse_prices(reader: _Reader) -> dict[str, ModelPrice]:
         raise SettingsError(name, f"setting {name} must be a JSON object like '{example}' (USD per million tokens)")
     prices: dict[str, ModelPrice] = {}
     for model, price in data.items():
-        valid = (
-            isinstance(price, dict)
-            and all(isinstance(price.get(k), (int, float)) and price[k] >= 0 for k in ("input", "output"))
+        valid = isinstance(price, dict) and all(
+            isinstance(price.get(k), (int, float)) and price[k] >= 0 for k in ("input", "output")
         )
         if not valid:
             raise SettingsError(
