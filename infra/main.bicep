@@ -400,7 +400,7 @@ var applicationSettings = {
   // Azure's front end ends any HTTP request after 230 seconds whatever functionTimeout says, so a
   // run must finish before then. The lease outlives the run, as the app requires.
   RUN_TIMEOUT_SECONDS: '200'
-  RUN_LEASE_SECONDS: '230'
+  RUN_LEASE_SECONDS: '30'
   AUTH_TENANT_ID: effectiveAuthTenantId
   AUTH_CLIENT_ID: authClientId
   AUTH_APP_ID_URI: empty(authAppIdUri) ? 'api://${authClientId}' : authAppIdUri
