@@ -2,12 +2,18 @@
 
 Each thread has a row in ``threads`` that records its owner and whether a run holds it. A run takes
 a lease on that row (one short statement, no connection held while the graph runs), so a second
-invoke on a busy thread is turned away at once, and a worker that dies mid-run releases the thread
-when the lease expires.
+invoke on a busy thread is turned away at once. While the run lives it renews the lease every third
+of RUN_LEASE_SECONDS, one short statement each time, and stops itself if it cannot; a worker that
+dies mid-run stops renewing, so its thread is free again when the lease expires.
 
-Turns are written with LangGraph's ``durability="exit"``: the graph's state is saved once, when the
-run ends or stops at an interrupt. A turn is therefore atomic: a worker killed mid-run leaves the
-thread exactly as it was before the turn, and the client simply sends the turn again.
+Turns are all or nothing. LangGraph's ``durability="exit"`` writes the graph's state once, when the
+run stops, but it also writes the state reached so far when the run fails or is cancelled. So a turn's
+checkpointer keeps those writes in memory, and they are written only after the run returned (done or
+stopped at an interrupt), in one transaction that also ends the run's lease, and only if this run
+still holds it. A worker killed mid-run, a run over RUN_TIMEOUT_SECONDS, a failed model call or a
+lost lease all leave the thread exactly as it was before the turn, and the client sends the turn again. A history that
+was saved with a tool call and no result (by an older version, or by hand) is repaired before the
+next user message: each unanswered call gets an error result, so no model provider rejects it.
 """
 
 from __future__ import annotations
@@ -19,23 +25,44 @@ import logging
 import time
 import uuid
 import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+
+import psycopg
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg.rows import DictRow
+from psycopg_pool import PoolTimeout
 
 from shared.database import Pool, get_pool
-from shared.errors import BadRequest, NoPendingInterrupt, ThreadBusy, ThreadNotFound, UpstreamTimeout
+from shared.errors import (
+    BadRequest,
+    DatabaseUnavailable,
+    NoPendingInterrupt,
+    ThreadBusy,
+    ThreadNotFound,
+    UpstreamTimeout,
+)
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
     from langgraph.graph.state import CompiledStateGraph
+    from langgraph.types import StateSnapshot
+
+T = TypeVar("T")
 
 
 logger = logging.getLogger(__name__)
 
 DURABILITY: Final = "exit"
 RECURSION_LIMIT = 40
+# A repair is saved as the supervisor's output: the saved state then has no next node, and the
+# next turn starts at the supervisor as every turn does.
+REPAIR_AS_NODE: Final = "supervisor"
 
 CLAIM_NEW_OR_OWN_THREAD = """
 INSERT INTO threads (thread_id, owner_key, run_id, lease_until)
@@ -56,6 +83,16 @@ RETURNING thread_id
 SELECT_THREAD_LEASE = """
 SELECT owner_key, ceil(extract(epoch FROM lease_until - now()))::int AS lease_seconds_left
   FROM threads WHERE thread_id = %(thread_id)s
+"""
+RENEW_THREAD_LEASE = """
+UPDATE threads SET lease_until = now() + make_interval(secs => %(lease)s)
+ WHERE thread_id = %(thread_id)s AND run_id = %(run_id)s
+RETURNING thread_id
+"""
+END_RUN_HOLDING_LEASE = """
+UPDATE threads SET run_id = NULL, lease_until = NULL, updated_at = now()
+ WHERE thread_id = %(thread_id)s AND run_id = %(run_id)s
+RETURNING thread_id
 """
 RELEASE_THREAD = """
 UPDATE threads SET run_id = NULL, lease_until = NULL, updated_at = now()
@@ -122,6 +159,65 @@ class ThreadPage:
 
     def to_json(self) -> dict[str, Any]:
         return {"threads": self.threads, "nextCursor": self.next_cursor}
+
+
+class TurnSaver(AsyncPostgresSaver):
+    """A checkpointer for one turn that keeps the run's writes in memory until ``write_to`` saves them.
+
+    Reads go to the database, so the run starts from the thread as it was saved before the turn.
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool)
+        self._held: list[Callable[[AsyncPostgresSaver], Awaitable[object]]] = []
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        # NOTE: the checkpoint is kept by reference, as LangGraph builds a new one for every save and
+        # does not change it afterwards (langgraph 1.2).
+        self._held.append(lambda target: target.aput(config, checkpoint, metadata, new_versions))
+        configurable = config["configurable"]
+        return {
+            "configurable": {
+                "thread_id": configurable["thread_id"],
+                "checkpoint_ns": configurable["checkpoint_ns"],
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        held_writes = list(writes)
+        self._held.append(lambda target: target.aput_writes(config, held_writes, task_id, task_path))
+
+    async def write_to(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
+        """Save the held writes, in their order, on ``conn``; return how many saves there were."""
+        target = AsyncPostgresSaver(conn)
+        for save in self._held:
+            await save(target)
+        return len(self._held)
+
+
+async def _save_turn(pool: Pool, saver: TurnSaver, thread_id: str, run_id: uuid.UUID) -> None:
+    """Save the turn's checkpoints and end its run in one transaction, if the run still has the lease.
+
+    Raises ``ThreadBusy`` (nothing saved) when another run took the thread after this run's lease
+    lapsed: ending the lease and writing the checkpoints commit together or not at all.
+    """
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(END_RUN_HOLDING_LEASE, {"thread_id": thread_id, "run_id": run_id})
+        if await cur.fetchone() is None:
+            raise ThreadBusy(
+                f"thread {thread_id!r} was taken by another run; this turn was stopped and nothing of it was saved",
+                headers={"Retry-After": "1"},
+            )
+        await saver.write_to(conn)
 
 
 # One compiled graph per pool: the pool is per event loop, and so must be the saver on top of it.
@@ -191,6 +287,103 @@ async def _release_thread(pool: Pool, thread_id: str, run_id: uuid.UUID) -> None
         logger.warning("could not release thread %r after its run: %s", thread_id, err)
 
 
+async def _renew_lease_while_running(
+    pool: Pool, thread_id: str, run_id: uuid.UUID, lease_seconds: float, claimed_at: float
+) -> NoReturn:
+    """Renew the run's lease every third of its length until cancelled.
+
+    ``claimed_at`` is the ``time.monotonic()`` at which the claim was sent, so ``claimed_at +
+    lease_seconds`` is no later than the lease's real end. A failed renewal is retried until only a
+    third of the lease is left; then this raises ``DatabaseUnavailable``. It raises ``ThreadBusy``
+    when the row no longer names this run. Either way the caller must stop the run before another
+    worker can take the thread and fork it.
+    """
+    interval = lease_seconds / 3
+    expires = claimed_at + lease_seconds
+    params = {"thread_id": thread_id, "run_id": run_id, "lease": lease_seconds}
+    delay = interval
+    while True:
+        await asyncio.sleep(delay)
+        budget = expires - interval - time.monotonic()
+        if budget <= 0:
+            raise DatabaseUnavailable(
+                f"the turn was stopped because its lease on thread {thread_id!r} could not be renewed; "
+                "nothing of it was saved",
+                headers={"Retry-After": "5"},
+            )
+
+        sent = time.monotonic()
+        try:
+            async with asyncio.timeout(budget), pool.connection(timeout=budget) as conn:
+                cur = await conn.execute(RENEW_THREAD_LEASE, params)
+                row = await cur.fetchone()
+        except (psycopg.OperationalError, PoolTimeout, TimeoutError) as err:
+            left = expires - time.monotonic()
+            logger.warning("could not renew the lease on thread %r (%.1f s left): %r", thread_id, left, err)
+            delay = max(0.1, min(interval / 4, left - interval))
+            continue
+
+        if row is None:
+            raise ThreadBusy(
+                f"thread {thread_id!r} was taken by another run; this turn was stopped and nothing of it was saved",
+                headers={"Retry-After": "1"},
+            )
+        expires = sent + lease_seconds
+        delay = interval
+
+
+async def _run_holding_lease(run: Coroutine[Any, Any, T], keep_lease: Coroutine[Any, Any, NoReturn]) -> T:
+    """Await ``run`` while ``keep_lease`` renews the lease; cancel the run if the lease is lost.
+
+    Both are cancelled and awaited when this returns, raises or is cancelled, so no renewal
+    outlives the run and no run outlives its lease.
+    """
+    run_task = asyncio.ensure_future(run)
+    lease_task = asyncio.ensure_future(keep_lease)
+    try:
+        await asyncio.wait((run_task, lease_task), return_when=asyncio.FIRST_COMPLETED)
+        if run_task.done():
+            return run_task.result()
+        lease_task.result()
+        raise AssertionError("the lease renewal ended without an error")
+    finally:
+        run_task.cancel()
+        lease_task.cancel()
+        await asyncio.gather(run_task, lease_task, return_exceptions=True)
+
+
+async def _answer_unanswered_tool_calls(
+    graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str, state: StateSnapshot
+) -> StateSnapshot:
+    """Save an error result for each tool call in the thread that has none; return the state to continue from.
+
+    The results go right after the message that made the calls. When that message is not the last
+    one, the whole message list is written again (``RemoveMessage(REMOVE_ALL_MESSAGES)`` and then
+    every message with its id), because the message reducer can only append or replace.
+    """
+    from langchain_core.messages import RemoveMessage
+    from langgraph.graph.message import REMOVE_ALL_MESSAGES
+
+    from shared.graph.history import repair_tool_results, unanswered_tool_calls
+
+    messages = list(state.values.get("messages", []))
+    repaired, changed = repair_tool_results(messages)
+    if not changed:
+        return state
+
+    appended_only = len(repaired) > len(messages) and all(a is b for a, b in zip(messages, repaired, strict=False))
+    update = repaired[len(messages) :] if appended_only else [RemoveMessage(id=REMOVE_ALL_MESSAGES), *repaired]
+    # No callbacks here: the analytics recorder must not count this write as a supervisor run.
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+    await graph.aupdate_state(config, {"messages": update}, as_node=REPAIR_AS_NODE)
+    logger.warning(
+        "thread %r had %d unanswered tool call(s); saved an error result for each before the new turn",
+        thread_id,
+        len(unanswered_tool_calls(messages)),
+    )
+    return await graph.aget_state(config)
+
+
 async def run_turn(
     settings: Settings,
     owner: str,
@@ -205,10 +398,11 @@ async def run_turn(
     Raises ``ThreadNotFound`` when the thread belongs to someone else (or, for a resume, does not
     exist), ``ThreadBusy`` when another run holds it, ``NoPendingInterrupt`` for a resume with
     nothing to resume or a message while an approval is pending, and ``UpstreamTimeout`` when the
-    run takes longer than RUN_TIMEOUT_SECONDS (nothing of that turn is saved).
+    run takes longer than RUN_TIMEOUT_SECONDS. A run whose lease cannot be renewed is stopped with
+    ``DatabaseUnavailable`` or ``ThreadBusy``. Nothing of a turn that raises is saved.
+    Before a new message, unanswered tool calls left in the thread get error results (saved).
     """
     from langchain_core.messages import HumanMessage
-    from langchain_core.runnables import RunnableConfig
     from langgraph.types import Command
 
     from shared.analytics.recorder import UsageRecorder
@@ -216,11 +410,13 @@ async def run_turn(
 
     pool = await get_pool(settings)
     run_id = uuid.uuid4()
+    claimed_at = time.monotonic()
     await _claim_thread(pool, thread_id, owner, run_id, settings, create=not is_resume)
 
     recorder = UsageRecorder(agent_ids=frozenset(AGENT_NAMES))
     started = time.perf_counter()
     outcome = "failed"
+    saved = False
     try:
         graph = await _get_graph(settings, pool)
         config: RunnableConfig = {
@@ -239,12 +435,18 @@ async def run_turn(
                 raise NoPendingInterrupt(
                     f'thread {thread_id!r} is waiting for an answer to its interrupt; send {{"resume": ...}} first'
                 )
+            state = await _answer_unanswered_tool_calls(graph, thread_id, state)
             graph_input = {"messages": [HumanMessage(content=message or "")]}
 
         known_ids = {m.id for m in state.values.get("messages", [])}
+        saver = TurnSaver(pool)
+        turn_graph = graph.copy(update={"checkpointer": saver})
         try:
             output = await asyncio.wait_for(
-                graph.ainvoke(graph_input, config, durability=DURABILITY),
+                _run_holding_lease(
+                    turn_graph.ainvoke(graph_input, config, durability=DURABILITY),
+                    _renew_lease_while_running(pool, thread_id, run_id, settings.run_lease_seconds, claimed_at),
+                ),
                 timeout=settings.run_timeout_seconds,
             )
         except TimeoutError:
@@ -252,6 +454,8 @@ async def run_turn(
             raise UpstreamTimeout(
                 f"the turn took longer than {settings.run_timeout_seconds:g} s and was stopped; nothing of it was saved"
             ) from None
+        await _save_turn(pool, saver, thread_id, run_id)
+        saved = True
 
         new_messages = [m for m in output.get("messages", []) if m.id not in known_ids]
         interrupts = _interrupts_to_json(output.get("__interrupt__"))
@@ -265,7 +469,8 @@ async def run_turn(
             output_tokens=recorder.output_tokens,
         )
     finally:
-        await _release_thread(pool, thread_id, run_id)
+        if not saved:
+            await _release_thread(pool, thread_id, run_id)
         logger.info(
             "turn on thread %r %s in %.0f ms (%d agent invocations)",
             thread_id,

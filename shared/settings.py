@@ -61,7 +61,7 @@ class Settings:
 
     # Runs
     run_timeout_seconds: float = 240.0
-    run_lease_seconds: int = 270
+    run_lease_seconds: int = 30
 
     # Authentication
     auth_tenant_id: str = ""
@@ -248,14 +248,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                 f"setting AUTH_ALLOWED_TENANTS must be a comma-separated list of tenant GUIDs, got '{extra}'",
             )
 
-    run_timeout = r.number("RUN_TIMEOUT_SECONDS", 240.0, 1.0, 3_600.0)
-    lease_default = int(run_timeout) + 30
-    lease = r.integer("RUN_LEASE_SECONDS", lease_default, 5, 7_200)
-    if lease <= run_timeout:
-        raise SettingsError(
-            "RUN_LEASE_SECONDS",
-            f"setting RUN_LEASE_SECONDS must be longer than RUN_TIMEOUT_SECONDS ({run_timeout:g}), got {lease}",
-        )
+    # The maxima of the run, model and statement timeouts keep each one below functionTimeout in
+    # host.json (600 s), so a slow dependency gets the app's own 504 or 503 before the platform
+    # kills the worker.
+    run_timeout = r.number("RUN_TIMEOUT_SECONDS", 240.0, 1.0, 540.0)
+    # A live run renews its lease every third of its length, so the lease only bounds how long the
+    # thread of a worker that died stays locked.
+    lease = r.integer("RUN_LEASE_SECONDS", 30, 5, 600)
 
     compact_days = r.integer("THREAD_COMPACT_AFTER_DAYS", 7, 0, 36_500)
     delete_days = r.integer("THREAD_DELETE_AFTER_DAYS", 90, 0, 36_500)
@@ -265,7 +264,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         database_auth=r.choice("DATABASE_AUTH", "password", ("password", "entra")),  # type: ignore[arg-type]
         database_pool_max_size=r.integer("DATABASE_POOL_MAX_SIZE", 10, 1, 200),
         database_pool_timeout_seconds=r.number("DATABASE_POOL_TIMEOUT_SECONDS", 5.0, 0.1, 120.0),
-        database_statement_timeout_ms=r.integer("DATABASE_STATEMENT_TIMEOUT_MS", 15_000, 100, 600_000),
+        database_statement_timeout_ms=r.integer("DATABASE_STATEMENT_TIMEOUT_MS", 15_000, 100, 300_000),
         database_connection_max_lifetime_seconds=r.integer(
             "DATABASE_CONNECTION_MAX_LIFETIME_SECONDS", 1_800, 60, 86_400
         ),
@@ -279,7 +278,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         azure_openai_deployment=azure_deployment,
         azure_openai_api_version=r.text("AZURE_OPENAI_API_VERSION", "2024-10-21") or "2024-10-21",
         azure_openai_api_key=r.text("AZURE_OPENAI_API_KEY"),
-        model_timeout_seconds=r.number("MODEL_TIMEOUT_SECONDS", 60.0, 1.0, 600.0),
+        # Two attempts (max_retries=1) of at most 240 s each still end before functionTimeout.
+        model_timeout_seconds=r.number("MODEL_TIMEOUT_SECONDS", 60.0, 1.0, 240.0),
         model_prices=_parse_prices(r),
         run_timeout_seconds=run_timeout,
         run_lease_seconds=lease,

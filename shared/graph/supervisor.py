@@ -7,6 +7,7 @@ from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph, StateGraph
 
+from shared.graph.history import guard_model_input
 from shared.graph.models import create_chat_model
 from shared.graph.tools import CALCULATOR_TOOLS, SCHEDULER_TOOLS
 from shared.settings import Settings
@@ -42,12 +43,14 @@ def build_supervisor(settings: Settings) -> StateGraph[Any]:
             CALCULATOR_TOOLS,
             name="calculator",
             prompt=CALCULATOR_PROMPT,
+            pre_model_hook=guard_model_input,
         )
         scheduler = create_react_agent(
             create_chat_model(settings, "scheduler"),
             SCHEDULER_TOOLS,
             name="scheduler",
             prompt=SCHEDULER_PROMPT,
+            pre_model_hook=guard_model_input,
         )
         return create_supervisor(
             [calculator, scheduler],
@@ -55,6 +58,7 @@ def build_supervisor(settings: Settings) -> StateGraph[Any]:
             prompt=SUPERVISOR_PROMPT,
             supervisor_name="supervisor",
             output_mode="last_message",
+            pre_model_hook=guard_model_input,
         )
 
 
