@@ -406,6 +406,7 @@ async def run_turn(
     from langgraph.types import Command
 
     from shared.analytics.recorder import UsageRecorder
+    from shared.analytics.writer import flush_usage
     from shared.graph.supervisor import AGENT_NAMES
 
     pool = await get_pool(settings)
@@ -471,6 +472,9 @@ async def run_turn(
     finally:
         if not saved:
             await _release_thread(pool, thread_id, run_id)
+        # Invocations still open when the run failed or was cancelled are recorded as errors.
+        recorder.close_unfinished()
+        await flush_usage(settings, pool, recorder.invocations)
         logger.info(
             "turn on thread %r %s in %.0f ms (%d agent invocations)",
             thread_id,

@@ -83,6 +83,9 @@ class Settings:
     max_request_bytes: int = 65_536
     max_message_chars: int = 16_000
 
+    # Analytics
+    analytics_write_timeout_ms: int = 2_000
+
     # Nightly maintenance
     analytics_daily_retention_days: int = 90
     analytics_monthly_retention_months: int = 36
@@ -304,6 +307,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         auth_jwks_refresh_cooldown_seconds=r.integer("AUTH_JWKS_REFRESH_COOLDOWN_SECONDS", 300, 1, 86_400),
         max_request_bytes=r.integer("MAX_REQUEST_BYTES", 65_536, 1_024, 10_485_760),
         max_message_chars=r.integer("MAX_MESSAGE_CHARS", 16_000, 1, 1_000_000),
+        analytics_write_timeout_ms=r.integer("ANALYTICS_WRITE_TIMEOUT_MS", 2_000, 50, 60_000),
         analytics_daily_retention_days=r.integer("ANALYTICS_DAILY_RETENTION_DAYS", 90, 1, 36_500),
         analytics_monthly_retention_months=r.integer("ANALYTICS_MONTHLY_RETENTION_MONTHS", 36, 1, 1_200),
         thread_compact_after_days=compact_days,

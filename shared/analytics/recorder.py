@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -20,12 +21,13 @@ from uuid import UUID
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
+from langgraph.errors import GraphBubbleUp
 
 logger = logging.getLogger(__name__)
 
-# Exceptions LangGraph raises to move control, not because a node failed: an interrupt() waiting
-# for a person, and a handoff (Command(graph=PARENT)) leaving a subgraph.
-_CONTROL_FLOW = frozenset({"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp"})
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -62,6 +64,8 @@ class UsageRecorder(AsyncCallbackHandler):
     """
 
     agent_ids: frozenset[str]
+    # Returns the current aware time; an invocation's day is its UTC start date. Tests replace it.
+    clock: Callable[[], datetime] = _utc_now
     invocations: list[Invocation] = field(default_factory=list)
     _open: dict[str, _OpenInvocation] = field(default_factory=dict)
     _by_run: dict[UUID, str] = field(default_factory=dict)
@@ -96,14 +100,17 @@ class UsageRecorder(AsyncCallbackHandler):
         if agent_id not in self.agent_ids:
             return
         # The first callback of a top-level node's namespace is the node's own run.
-        self._open[namespace] = _OpenInvocation(agent_id, run_id, time.perf_counter(), datetime.now(UTC))
+        self._open[namespace] = _OpenInvocation(agent_id, run_id, time.perf_counter(), self.clock())
         self._by_run[run_id] = namespace
 
     async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._close(run_id, succeeded=True)
 
     async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._close(run_id, succeeded=type(error).__name__ in _CONTROL_FLOW)
+        # LangGraph raises GraphBubbleUp subclasses to move control, not because a node failed:
+        # GraphInterrupt waits for a person, ParentCommand is a handoff leaving a subgraph, and
+        # GraphDrained stops a run that will resume.
+        self._close(run_id, succeeded=isinstance(error, GraphBubbleUp))
 
     async def on_chat_model_start(
         self,
@@ -129,6 +136,11 @@ class UsageRecorder(AsyncCallbackHandler):
             for generation in generations:
                 self._add_usage(namespace, generation)
 
+    async def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        self._model_runs.pop(run_id, None)
+
     def _add_usage(self, namespace: str, generation: Any) -> None:
         message = getattr(generation, "message", None)
         usage = getattr(message, "usage_metadata", None) or {}
@@ -149,7 +161,7 @@ class UsageRecorder(AsyncCallbackHandler):
         self.invocations.append(
             Invocation(
                 agent_id=opened.agent_id,
-                day=opened.started_at.date(),
+                day=opened.started_at.astimezone(UTC).date(),
                 latency_ms=round((time.perf_counter() - opened.started) * 1000),
                 succeeded=succeeded,
                 input_tokens=opened.input_tokens,
