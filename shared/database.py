@@ -4,17 +4,24 @@ One ``AsyncConnectionPool`` per worker process (per event loop, strictly: an asy
 be shared across loops, and tests run several). The first request opens it and applies the schema
 once, under a PostgreSQL advisory lock so that cold workers starting together on an empty
 database take turns instead of racing on ``CREATE TABLE``.
+
+The checkpointer's own tables come from langgraph-checkpoint-postgres's migration list, read from
+the installed package's source instead of imported. Importing the saver pulls in langchain-core
+and LangGraph's serializers (about 300 ms measured on a 2-core machine), and a request that never
+runs the graph, such as an analytics query on a cold worker, should not pay for them.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import functools
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import metadata, resources
 from typing import Any
 
 import psycopg
@@ -43,6 +50,18 @@ CREATE TABLE IF NOT EXISTS app_schema_migrations (
 """
 SELECT_APPLIED_VERSIONS = "SELECT version FROM app_schema_migrations"
 INSERT_MIGRATION_VERSION = "INSERT INTO app_schema_migrations (version, name) VALUES (%s, %s)"
+TRY_SCHEMA_LOCK = "SELECT pg_try_advisory_lock(%s) AS locked"
+RELEASE_SCHEMA_LOCK = "SELECT pg_advisory_unlock(%s)"
+# How long a worker waits for another worker's schema set-up, and how often it tries the lock.
+SCHEMA_LOCK_TIMEOUT_SECONDS = 120.0
+SCHEMA_LOCK_POLL_SECONDS = 0.1
+
+# The checkpointer's migration list: the index of each statement is its version, recorded in
+# checkpoint_migrations, as AsyncPostgresSaver.setup() records it.
+CHECKPOINTER_DISTRIBUTION = "langgraph-checkpoint-postgres"
+CHECKPOINTER_MIGRATIONS_FILE = "langgraph/checkpoint/postgres/base.py"
+SELECT_CHECKPOINTER_VERSION = "SELECT max(v) AS v FROM checkpoint_migrations"
+INSERT_CHECKPOINTER_VERSION = "INSERT INTO checkpoint_migrations (v) VALUES (%s)"
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
@@ -130,13 +149,97 @@ def create_pool(settings: Settings, *, name: str = "app") -> Pool:
     )
 
 
-async def apply_schema(pool: Pool, *, setup_checkpointer: Callable[[], Awaitable[None]] | None = None) -> list[int]:
-    """Apply the checkpointer's tables and the app's pending migrations; return the versions applied.
+@functools.cache
+def load_checkpointer_migrations() -> tuple[str, ...] | None:
+    """Read the ``MIGRATIONS`` list of the installed langgraph-checkpoint-postgres without importing it.
+
+    Returns None when the package's files or the list cannot be found (a layout this code does not
+    know); the caller then falls back to the saver's own ``setup()``.
+    """
+    try:
+        files = metadata.files(CHECKPOINTER_DISTRIBUTION) or []
+        source = next(f for f in files if f.as_posix() == CHECKPOINTER_MIGRATIONS_FILE).read_text(encoding="utf-8")
+    except (metadata.PackageNotFoundError, StopIteration, OSError):
+        return None
+
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.Assign) or not any(
+            isinstance(target, ast.Name) and target.id == "MIGRATIONS" for target in node.targets
+        ):
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            return None
+        if isinstance(value, list) and all(isinstance(statement, str) for statement in value):
+            return tuple(value)
+    return None
+
+
+async def _apply_checkpointer_migrations(conn: psycopg.AsyncConnection[DictRow]) -> list[int]:
+    """Apply the checkpointer's pending migrations as ``AsyncPostgresSaver.setup()`` does; return their versions.
+
+    Each statement runs on its own in autocommit mode, because some create indexes CONCURRENTLY.
+    """
+    migrations = load_checkpointer_migrations()
+    if migrations is None:
+        logger.warning(
+            "could not read the migration list of %s %s; running the saver's setup(), which imports LangGraph",
+            CHECKPOINTER_DISTRIBUTION,
+            metadata.version(CHECKPOINTER_DISTRIBUTION),
+        )
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+        await AsyncPostgresSaver(conn).setup()
+        return []
+
+    await conn.execute(migrations[0])
+    cur = await conn.execute(SELECT_CHECKPOINTER_VERSION)
+    row = await cur.fetchone()
+    current = -1 if row is None or row["v"] is None else int(row["v"])
+    applied: list[int] = []
+    for version in range(current + 1, len(migrations)):
+        await conn.execute(migrations[version])
+        await conn.execute(INSERT_CHECKPOINTER_VERSION, (version,))
+        applied.append(version)
+    if applied:
+        logger.info("applied checkpointer migrations %d to %d", applied[0], applied[-1])
+    return applied
+
+
+async def _take_schema_lock(conn: psycopg.AsyncConnection[DictRow], timeout_seconds: float) -> None:
+    """Take the schema advisory lock, asking again every SCHEMA_LOCK_POLL_SECONDS until ``timeout_seconds``.
+
+    A blocking ``pg_advisory_lock`` would wait inside a running statement, whose snapshot makes
+    the other worker's ``CREATE INDEX CONCURRENTLY`` wait for it in turn: neither finishes until
+    the statement timeout cancels one. Between two tries this worker runs no statement.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        cur = await conn.execute(TRY_SCHEMA_LOCK, (SCHEMA_LOCK_KEY,))
+        row = await cur.fetchone()
+        if row is not None and row["locked"]:
+            return
+        if time.monotonic() >= deadline:
+            raise SchemaSetupError(
+                f"another worker held the schema lock ({SCHEMA_LOCK_KEY}) for more than {timeout_seconds:g} s"
+            )
+        await asyncio.sleep(SCHEMA_LOCK_POLL_SECONDS)
+
+
+async def apply_schema(
+    pool: Pool,
+    *,
+    setup_checkpointer: bool = True,
+    lock_timeout_seconds: float = SCHEMA_LOCK_TIMEOUT_SECONDS,
+) -> list[int]:
+    """Apply the checkpointer's tables and the app's pending migrations; return the app versions applied.
 
     Runs under a session advisory lock so concurrent workers apply each migration exactly once.
-    Each migration runs in its own transaction together with its version row. Raises
-    ``SchemaSetupError`` when the pool's connections are not in autocommit mode, before any change:
-    the checkpointer builds indexes CONCURRENTLY, which fails half-way inside a transaction.
+    Each app migration runs in its own transaction together with its version row. Raises
+    ``SchemaSetupError`` when the pool's connections are not in autocommit mode, before any change
+    (the checkpointer builds indexes CONCURRENTLY, which fails half-way inside a transaction), and
+    when another worker holds the lock for longer than ``lock_timeout_seconds``.
     """
     applied: list[int] = []
     async with pool.connection() as conn:
@@ -145,10 +248,10 @@ async def apply_schema(pool: Pool, *, setup_checkpointer: Callable[[], Awaitable
                 f"pool {pool.name!r} must open connections with autocommit=True: the checkpointer "
                 "creates indexes CONCURRENTLY, which cannot run inside a transaction"
             )
-        await conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        await _take_schema_lock(conn, lock_timeout_seconds)
         try:
-            if setup_checkpointer is not None:
-                await setup_checkpointer()
+            if setup_checkpointer:
+                await _apply_checkpointer_migrations(conn)
             await conn.execute(CREATE_MIGRATIONS_TABLE)
             cur = await conn.execute(SELECT_APPLIED_VERSIONS)
             done = {row[0] if isinstance(row, tuple) else row["version"] for row in await cur.fetchall()}
@@ -162,7 +265,7 @@ async def apply_schema(pool: Pool, *, setup_checkpointer: Callable[[], Awaitable
                 applied.append(migration.version)
                 logger.info("applied migration %04d_%s", migration.version, migration.name)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+            await conn.execute(RELEASE_SCHEMA_LOCK, (SCHEMA_LOCK_KEY,))
     return applied
 
 
@@ -203,7 +306,7 @@ async def get_pool(settings: Settings) -> Pool:
         pool = create_pool(settings)
         try:
             await pool.open(wait=True, timeout=settings.database_pool_timeout_seconds)
-            await apply_schema(pool, setup_checkpointer=lambda: _setup_checkpointer(pool))
+            await apply_schema(pool)
         except (PoolTimeout, psycopg.OperationalError) as err:
             await pool.close()
             raise DatabaseUnavailable(
@@ -222,12 +325,6 @@ async def get_pool(settings: Settings) -> Pool:
             (time.monotonic() - started) * 1000,
         )
         return pool
-
-
-async def _setup_checkpointer(pool: Pool) -> None:
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-
-    await AsyncPostgresSaver(pool).setup()
 
 
 async def close_pool() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,14 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from shared.database import SchemaSetupError, apply_schema, close_pool, get_pool, load_migrations
+from shared.database import (
+    SchemaSetupError,
+    apply_schema,
+    close_pool,
+    get_pool,
+    load_checkpointer_migrations,
+    load_migrations,
+)
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings, load_settings
 from tests.conftest import base_environment
@@ -98,3 +106,42 @@ async def test_unreachable_database_is_database_unavailable() -> None:
         await get_pool(settings)
     assert caught.value.headers["Retry-After"] == "5"
     assert caught.value.status == 503
+
+
+def test_checkpointer_migrations_match_the_installed_saver() -> None:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+    assert load_checkpointer_migrations() == tuple(AsyncPostgresSaver.MIGRATIONS)
+
+
+# Runs in a fresh interpreter, so that nothing the test session imported hides what set-up imports.
+SCHEMA_SETUP_PROBE = r"""
+import asyncio, json, sys
+from shared.database import close_pool, get_pool
+from shared.settings import get_settings
+
+async def main():
+    await get_pool(get_settings())
+    await close_pool()
+asyncio.run(main())
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("langgraph", "langchain_core"))))
+"""
+
+
+def test_schema_setup_imports_no_langgraph(database_url: str) -> None:
+    environment = {**os.environ, **base_environment(database_url)}
+    completed = subprocess.run(
+        [sys.executable, "-c", SCHEMA_SETUP_PROBE],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == []
+    with psycopg.connect(database_url) as conn:
+        versions = conn.execute("SELECT count(*), max(v) FROM checkpoint_migrations").fetchone()
+    assert versions is not None
+    assert versions[0] == len(load_checkpointer_migrations() or ())
