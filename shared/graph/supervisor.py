@@ -155,10 +155,16 @@ def _return_only_new_messages(builder: StateGraph[Any], node: str) -> None:
         known = {m.id for m in state["messages"]}
         return {"messages": [m for m in output["messages"] if m.id not in known]}
 
+    # NOTE: without a checkpointer the agent must run in "exit" mode whatever the workflow's mode:
+    # in "async" mode langgraph 1.2.24 awaits a checkpoint save that was never started. LangGraph
+    # then warns that durability has no effect, which is the point, so that warning is silenced.
+    warnings.filterwarnings("ignore", message="`durability` has no effect when no checkpointer", category=UserWarning)
+
     def run(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        return added_messages(state, agent.invoke({"messages": state["messages"]}, config))
+        return added_messages(state, agent.invoke({"messages": state["messages"]}, config, durability="exit"))
 
     async def arun(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        return added_messages(state, await agent.ainvoke({"messages": state["messages"]}, config))
+        output = await agent.ainvoke({"messages": state["messages"]}, config, durability="exit")
+        return added_messages(state, output)
 
     builder.nodes[node] = dataclasses.replace(spec, runnable=RunnableLambda(run, arun, name=node))
