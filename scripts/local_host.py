@@ -181,7 +181,9 @@ def _problem(status: int, title: str, detail: str, headers: dict[str, str] | Non
 def build_application(function_app: Any, prefix: str) -> tuple[web.Application, LocalHost]:
     host = LocalHost(function_app, prefix)
     application = web.Application(client_max_size=64 * 1024 * 1024)
-    application.router.add_route("*", "/{tail:.*}", host.dispatch)
+    # [\s\S] and not ".": a decoded path may contain a newline (%0A), and "." would leave that
+    # request to aiohttp's own plain-text 404 instead of the app's problem document.
+    application.router.add_route("*", "/{tail:[\\s\\S]*}", host.dispatch)
 
     async def close_pool(_: web.Application) -> None:
         from shared.database import close_pool

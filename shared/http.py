@@ -105,7 +105,8 @@ def _path(req: func.HttpRequest) -> str:
 def require_thread_id(req: func.HttpRequest) -> str:
     """Return the ``threadId`` route parameter, or raise ``BadRequest`` when it breaks the pattern."""
     thread_id: str = req.route_params.get("threadId", "")
-    if not THREAD_ID_PATTERN.match(thread_id):
+    # fullmatch, because "$" also matches before a trailing newline ("abc\n").
+    if not THREAD_ID_PATTERN.fullmatch(thread_id):
         shown = thread_id if len(thread_id) <= 40 else thread_id[:40] + "..."
         raise BadRequest(f"threadId must be 1 to 128 letters, digits, '.', '_' or '-', got {json.dumps(shown)}")
     return thread_id
