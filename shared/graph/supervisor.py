@@ -30,6 +30,7 @@ from langgraph.prebuilt import InjectedState
 from langgraph.types import Command, Send
 from langgraph_supervisor.handoff import METADATA_KEY_HANDOFF_DESTINATION
 
+from shared.graph.history import guard_model_input
 from shared.graph.models import create_chat_model
 from shared.graph.tools import CALCULATOR_TOOLS, SCHEDULER_TOOLS
 from shared.settings import Settings
@@ -82,12 +83,14 @@ def build_supervisor(settings: Settings) -> StateGraph[Any]:
             CALCULATOR_TOOLS,
             name="calculator",
             prompt=CALCULATOR_PROMPT,
+            pre_model_hook=guard_model_input,
         )
         scheduler = create_react_agent(
             create_chat_model(settings, "scheduler"),
             SCHEDULER_TOOLS,
             name="scheduler",
             prompt=SCHEDULER_PROMPT,
+            pre_model_hook=guard_model_input,
         )
         builder: StateGraph[Any] = create_supervisor(
             [calculator, scheduler],
@@ -96,6 +99,7 @@ def build_supervisor(settings: Settings) -> StateGraph[Any]:
             prompt=SUPERVISOR_PROMPT,
             supervisor_name="supervisor",
             output_mode="last_message",
+            pre_model_hook=guard_model_input,
             state_schema=SupervisorState,
         )
     _return_only_new_messages(builder, "supervisor")
