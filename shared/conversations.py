@@ -37,11 +37,13 @@ from psycopg_pool import PoolTimeout
 
 from shared.database import Pool, get_pool
 from shared.errors import (
+    AppError,
     BadRequest,
     DatabaseUnavailable,
     NoPendingInterrupt,
     ThreadBusy,
     ThreadNotFound,
+    UpstreamError,
     UpstreamTimeout,
 )
 from shared.settings import Settings
@@ -178,9 +180,10 @@ class TurnSaver(AsyncPostgresSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        # NOTE: the checkpoint is kept by reference, as LangGraph builds a new one for every save and
-        # does not change it afterwards (langgraph 1.2).
-        self._held.append(lambda target: target.aput(config, checkpoint, metadata, new_versions))
+        # NOTE: the checkpoint is kept by reference because LangGraph passes each save a copy of its
+        # own (copy_checkpoint in langgraph 1.2); the metadata is the loop's own object, so it is copied.
+        held_metadata = metadata.copy()
+        self._held.append(lambda target: target.aput(config, checkpoint, held_metadata, new_versions))
         configurable = config["configurable"]
         return {
             "configurable": {
@@ -384,6 +387,25 @@ async def _answer_unanswered_tool_calls(
     return await graph.aget_state(config)
 
 
+def _model_provider_error(err: BaseException, settings: Settings) -> AppError | None:
+    """Map a failed model call to a 504 or 502 problem; None for any other error.
+
+    LangChain's provider integrations raise subclasses of ``langchain_core.exceptions.ModelError``
+    for the conditions that every provider reports (timeout, rate limit, server error, ...).
+    """
+    from langchain_core.exceptions import ModelError, ModelTimeoutError
+
+    if isinstance(err, ModelTimeoutError):
+        return UpstreamTimeout(
+            f"the model did not answer within {settings.model_timeout_seconds:g} s; nothing of this turn was saved"
+        )
+    if not isinstance(err, ModelError):
+        return None
+    status = getattr(err, "status_code", None)
+    failure = f"failed with HTTP {status}" if isinstance(status, int) else "failed"
+    return UpstreamError(f"the model provider {failure}; nothing of this turn was saved", headers={"Retry-After": "5"})
+
+
 async def run_turn(
     settings: Settings,
     owner: str,
@@ -398,7 +420,8 @@ async def run_turn(
     Raises ``ThreadNotFound`` when the thread belongs to someone else (or, for a resume, does not
     exist), ``ThreadBusy`` when another run holds it, ``NoPendingInterrupt`` for a resume with
     nothing to resume or a message while an approval is pending, and ``UpstreamTimeout`` when the
-    run takes longer than RUN_TIMEOUT_SECONDS. A run whose lease cannot be renewed is stopped with
+    run takes longer than RUN_TIMEOUT_SECONDS or a model call longer than MODEL_TIMEOUT_SECONDS;
+    ``UpstreamError`` when the model provider fails. A run whose lease cannot be renewed is stopped with
     ``DatabaseUnavailable`` or ``ThreadBusy``. Nothing of a turn that raises is saved.
     Before a new message, unanswered tool calls left in the thread get error results (saved).
     """
@@ -455,6 +478,11 @@ async def run_turn(
             raise UpstreamTimeout(
                 f"the turn took longer than {settings.run_timeout_seconds:g} s and was stopped; nothing of it was saved"
             ) from None
+        except Exception as err:
+            mapped = _model_provider_error(err, settings)
+            if mapped is None:
+                raise
+            raise mapped from err
         await _save_turn(pool, saver, thread_id, run_id)
         saved = True
 

@@ -64,4 +64,3 @@ def test_timeout_maximum_ends_before_function_timeout(
     with pytest.raises(SettingsError) as caught:
         load(**{name: too_large})
     assert caught.value.setting == name
-
