@@ -65,6 +65,7 @@ RECURSION_LIMIT = 40
 # A repair is saved as the supervisor's output: the saved state then has no next node, and the
 # next turn starts at the supervisor as every turn does.
 REPAIR_AS_NODE: Final = "supervisor"
+RELEASE_TIMEOUT_SECONDS: Final = 1.0
 
 CLAIM_NEW_OR_OWN_THREAD = """
 INSERT INTO threads (thread_id, owner_key, run_id, lease_until)
@@ -283,7 +284,8 @@ async def _claim_thread(
 
 async def _release_thread(pool: Pool, thread_id: str, run_id: uuid.UUID) -> None:
     try:
-        async with pool.connection() as conn:
+        # A short wait: during a database outage the reply to the client must not wait for this.
+        async with pool.connection(timeout=RELEASE_TIMEOUT_SECONDS) as conn:
             await conn.execute(RELEASE_THREAD, {"thread_id": thread_id, "run_id": run_id})
     except Exception as err:
         # The lease expires by itself, so a failed release only delays the next turn on this thread.

@@ -6,6 +6,8 @@ free port and data directory), never the shared one that every other test uses.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -21,7 +23,9 @@ import psycopg
 import pytest
 
 from devtools.hosting import LocalHostProcess, free_port
-from shared.settings import reset_settings_cache
+from shared import conversations
+from shared.errors import DatabaseUnavailable
+from shared.settings import get_settings, reset_settings_cache
 from tests.apphost import bearer, call_function, response_json
 from tests.conftest import base_environment, database_url_for
 
@@ -168,6 +172,31 @@ async def test_server_restart_while_idle_is_invisible(app_on: Any, own_server: O
 
     assert status == 200, body
     assert await user_messages("restart") == ["what is 1 + 1?", "what is 2 + 2?"]
+
+
+async def test_run_stops_when_lease_cannot_be_renewed(app_on: Any, own_server: OwnServer) -> None:
+    database_url = own_server.create_database()
+    app_on(database_url)
+    owner = "tenant/user/reliability"
+    # Four model calls of 1 s each under a lease of 3 s renewed every second.
+    settings = dataclasses.replace(get_settings(), run_lease_seconds=3, offline_model_delay_ms=1000)
+    await conversations.run_turn(settings, owner, "unrenewed", message="hello")
+
+    started = time.monotonic()
+    running = asyncio.create_task(conversations.run_turn(settings, owner, "unrenewed", message="what is 1 + 1?"))
+    await asyncio.to_thread(own_server.stop)
+    try:
+        with pytest.raises(DatabaseUnavailable, match="could not be renewed"):
+            await running
+        stopped_after = time.monotonic() - started
+    finally:
+        await asyncio.to_thread(own_server.start)
+
+    # The run stops about 2 s in, once a third of its lease is left. Then the reply waits at most 1 s
+    # for the lease release and ANALYTICS_WRITE_TIMEOUT_MS (2 s) for the usage write, both lost.
+    assert stopped_after < 6.5
+    thread = await conversations.get_thread(settings, owner, "unrenewed")
+    assert [m["content"] for m in thread.messages if m["role"] == "user"] == ["hello"]
 
 
 @pytest.fixture
