@@ -181,8 +181,8 @@ class TurnSaver(AsyncPostgresSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        # NOTE: the checkpoint is kept by reference because LangGraph passes each save a copy of its
-        # own (copy_checkpoint in langgraph 1.2); the metadata is the loop's own object, so it is copied.
+        # NOTE: the checkpoint is kept by reference, because LangGraph passes each save a copy of
+        # its own (copy_checkpoint in langgraph 1.2). The metadata is the run loop's object, so it is copied.
         held_metadata = metadata.copy()
         self._held.append(lambda target: target.aput(config, checkpoint, held_metadata, new_versions))
         configurable = config["configurable"]

@@ -80,7 +80,7 @@ async def test_failing_model_is_502_and_saves_nothing(
 
 @pytest.fixture
 async def silent_model() -> AsyncIterator[str]:
-    """Serve an OpenAI-compatible endpoint on 127.0.0.1 that never answers in time."""
+    """Serve an OpenAI-compatible endpoint on 127.0.0.1 that never responds in time."""
 
     async def never_answers(request: web.Request) -> web.Response:
         await asyncio.sleep(30)
