@@ -6,8 +6,9 @@ THREAD_COMPACT_AFTER_DAYS are compacted (old checkpoints deleted). Idle time is 
 ``threads.updated_at``, which every turn sets when it ends.
 
 Runs are serialized with a PostgreSQL advisory lock: a run that finds the lock taken does nothing,
-logs a warning and returns a summary marked ``skipped``. Every step is idempotent and commits in bounded batches, so a run that fails or
-times out is finished by the next one. Exceptions propagate, so the timer records a failed run.
+logs a warning and returns a summary marked ``skipped``. Every step is idempotent and commits in
+bounded batches, so a run that fails or times out is finished by the next one. Exceptions
+propagate, so the timer records a failed run.
 """
 
 from __future__ import annotations

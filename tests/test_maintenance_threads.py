@@ -170,7 +170,7 @@ def test_migrate_and_maintenance_commands(database_url: str) -> None:
     first, second, maintenance = run("migrate.py"), run("migrate.py"), run("run_maintenance.py")
 
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "applied migrations 0001, 0002, 0003, 0004"
+    assert first.stdout.strip() == "applied migrations 0001, 0002, 0003, 0004, 0005"
     assert second.stdout.strip() == "the schema is up to date"
     assert maintenance.returncode == 0, maintenance.stderr
     assert maintenance.stdout.startswith("rolled up 0 daily usage rows of 0 months")
