@@ -24,7 +24,8 @@ from shared.analytics.writer import flush_usage, lost_write_count
 from shared.database import APPLICATION_NAME, close_pool, get_pool
 from shared.errors import UpstreamTimeout
 from shared.graph.offline import OfflineChatModel
-from shared.settings import ModelPrice, Settings
+from shared.settings import ModelPrice, Settings, reset_settings_cache
+from tests.apphost import bearer, call_function
 
 
 def usage_by_agent(database_url: str) -> dict[str, dict[str, Any]]:
@@ -299,3 +300,36 @@ async def test_close_unfinished_records_open_nodes_as_errors() -> None:
     recorder.close_unfinished()
 
     assert [(i.agent_id, i.succeeded) for i in recorder.invocations] == [("supervisor", False)]
+
+
+async def test_concurrent_chat_requests_all_reply_200(
+    app_environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    reported_usage: dict[str, list[tuple[int, int]]],
+) -> None:
+    monkeypatch.setenv("DATABASE_POOL_MAX_SIZE", "20")
+    reset_settings_cache()
+    messages = ["what is 1+1; what time is it in UTC", "what time is it in UTC; what is 1+1"]
+    lost_before = lost_write_count()
+
+    responses = await asyncio.gather(
+        *(
+            call_function(
+                "invoke_thread",
+                method="POST",
+                route_params={"threadId": f"thread-{i}"},
+                body={"message": messages[i % 2]},
+                headers=bearer(),
+            )
+            for i in range(20)
+        )
+    )
+
+    usage = usage_by_agent(app_environment["DATABASE_URL"])
+    assert [r.status_code for r in responses] == [200] * 20
+    assert lost_write_count() == lost_before
+    assert usage["calculator"]["invocations"] == 20
+    assert usage["scheduler"]["invocations"] == 20
+    assert usage["supervisor"]["invocations"] == 60
+    for agent in ("supervisor", "calculator", "scheduler"):
+        assert (usage[agent]["input_tokens"], usage[agent]["output_tokens"]) == reported_tokens(reported_usage, agent)
