@@ -60,7 +60,7 @@ class Settings:
     model_prices: Mapping[str, ModelPrice] = field(default_factory=dict)
 
     # Runs
-    run_timeout_seconds: float = 240.0
+    run_timeout_seconds: float = 200.0
     run_lease_seconds: int = 30
 
     # Authentication
@@ -254,7 +254,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     # The maxima of the run, model and statement timeouts keep each one below functionTimeout in
     # host.json (600 s), so a slow dependency gets the app's own 504 or 503 before the platform
     # kills the worker.
-    run_timeout = r.number("RUN_TIMEOUT_SECONDS", 240.0, 1.0, 540.0)
+    run_timeout = r.number("RUN_TIMEOUT_SECONDS", 200.0, 1.0, 540.0)
     # A live run renews its lease every third of its length, so the lease only bounds how long the
     # thread of a worker that died stays locked.
     lease = r.integer("RUN_LEASE_SECONDS", 30, 5, 600)
