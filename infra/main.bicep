@@ -398,7 +398,8 @@ var applicationSettings = {
   MODEL_TIMEOUT_SECONDS: '60'
   MODEL_PRICES: modelPrices
   // Azure's front end ends any HTTP request after 230 seconds whatever functionTimeout says, so a
-  // run must finish before then. The lease outlives the run, as the app requires.
+  // run must finish before then. A live run renews its lease every third of RUN_LEASE_SECONDS, so
+  // the lease only bounds how long a dead worker's conversation stays locked.
   RUN_TIMEOUT_SECONDS: '200'
   RUN_LEASE_SECONDS: '30'
   AUTH_TENANT_ID: effectiveAuthTenantId

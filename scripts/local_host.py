@@ -137,13 +137,14 @@ class LocalHost:
         return _problem(404, "Not found", f"no function serves {request.path!r}")
 
     async def _run_other(self, name: str) -> web.StreamResponse:
-        import azure.functions as func
+        from azure.functions.timer import TimerRequest
 
         handler = self.other_functions.get(name.lower())
         if handler is None:
             return _problem(404, "Not found", f"no non-HTTP function named {name!r}")
         started = time.monotonic()
-        timer = func.TimerRequest(past_due=False)
+        # func.TimerRequest is the abstract interface; the worker passes this concrete class.
+        timer = TimerRequest(past_due=False)
         try:
             await _call(handler, timer)
         except Exception as err:

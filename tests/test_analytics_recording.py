@@ -222,21 +222,21 @@ def chain_metadata(namespace: str) -> dict[str, Any]:
     return {"langgraph_checkpoint_ns": namespace}
 
 
-async def drive_node(recorder: UsageRecorder, namespace: str, tokens: tuple[int, int]) -> None:
+def drive_node(recorder: UsageRecorder, namespace: str, tokens: tuple[int, int]) -> None:
     """Feed the recorder the callbacks of one node run with one model call inside it."""
     node_run, model_run = uuid.uuid4(), uuid.uuid4()
-    await recorder.on_chain_start({}, {}, run_id=node_run, metadata=chain_metadata(namespace))
-    await recorder.on_chat_model_start({}, [[]], run_id=model_run, metadata=chain_metadata(f"{namespace}|agent:1"))
+    recorder.on_chain_start({}, {}, run_id=node_run, metadata=chain_metadata(namespace))
+    recorder.on_chat_model_start({}, [[]], run_id=model_run, metadata=chain_metadata(f"{namespace}|agent:1"))
     message = AIMessage(
         content="ok",
         usage_metadata={"input_tokens": tokens[0], "output_tokens": tokens[1], "total_tokens": sum(tokens)},
         response_metadata={"model_name": "offline"},
     )
-    await recorder.on_llm_end(LLMResult(generations=[[ChatGeneration(message=message)]]), run_id=model_run)
-    await recorder.on_chain_end({}, run_id=node_run)
+    recorder.on_llm_end(LLMResult(generations=[[ChatGeneration(message=message)]]), run_id=model_run)
+    recorder.on_chain_end({}, run_id=node_run)
 
 
-async def test_invocation_day_is_its_utc_start_date() -> None:
+def test_invocation_day_is_its_utc_start_date() -> None:
     starts = iter(
         [
             datetime(2025, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC),
@@ -247,9 +247,9 @@ async def test_invocation_day_is_its_utc_start_date() -> None:
     )
     recorder = UsageRecorder(agent_ids=frozenset({"supervisor", "calculator"}), clock=lambda: next(starts))
 
-    await drive_node(recorder, "supervisor:task-1", (10, 1))
-    await drive_node(recorder, "calculator:task-2", (20, 2))
-    await drive_node(recorder, "supervisor:task-3", (30, 3))
+    drive_node(recorder, "supervisor:task-1", (10, 1))
+    drive_node(recorder, "calculator:task-2", (20, 2))
+    drive_node(recorder, "supervisor:task-3", (30, 3))
 
     days = [(i.agent_id, i.day) for i in recorder.invocations]
     assert days == [
@@ -260,17 +260,17 @@ async def test_invocation_day_is_its_utc_start_date() -> None:
     assert [(i.input_tokens, i.output_tokens) for i in recorder.invocations] == [(10, 1), (20, 2), (30, 3)]
 
 
-async def test_recorder_ignores_nodes_that_are_not_agents() -> None:
+def test_recorder_ignores_nodes_that_are_not_agents() -> None:
     recorder = UsageRecorder(agent_ids=frozenset({"supervisor"}))
 
-    await drive_node(recorder, "tools:task-1", (10, 1))
-    await drive_node(recorder, "supervisor:task-2", (5, 1))
+    drive_node(recorder, "tools:task-1", (10, 1))
+    drive_node(recorder, "supervisor:task-2", (5, 1))
 
     assert [i.agent_id for i in recorder.invocations] == ["supervisor"]
     assert recorder.input_tokens == 5
 
 
-async def test_node_error_is_error_but_handoff_is_not() -> None:
+def test_node_error_is_error_but_handoff_is_not() -> None:
     from langgraph.errors import GraphInterrupt, ParentCommand
     from langgraph.types import Command
 
@@ -282,8 +282,8 @@ async def test_node_error_is_error_but_handoff_is_not() -> None:
     ]
     for number, (agent, error) in enumerate(zip(["supervisor", "scheduler", "calculator"], outcomes, strict=True)):
         run_id = uuid.uuid4()
-        await recorder.on_chain_start({}, {}, run_id=run_id, metadata=chain_metadata(f"{agent}:task-{number}"))
-        await recorder.on_chain_error(error, run_id=run_id)
+        recorder.on_chain_start({}, {}, run_id=run_id, metadata=chain_metadata(f"{agent}:task-{number}"))
+        recorder.on_chain_error(error, run_id=run_id)
 
     assert [(i.agent_id, i.succeeded) for i in recorder.invocations] == [
         ("supervisor", True),
@@ -292,9 +292,9 @@ async def test_node_error_is_error_but_handoff_is_not() -> None:
     ]
 
 
-async def test_close_unfinished_records_open_nodes_as_errors() -> None:
+def test_close_unfinished_records_open_nodes_as_errors() -> None:
     recorder = UsageRecorder(agent_ids=frozenset({"supervisor"}))
-    await recorder.on_chain_start({}, {}, run_id=uuid.uuid4(), metadata=chain_metadata("supervisor:task-1"))
+    recorder.on_chain_start({}, {}, run_id=uuid.uuid4(), metadata=chain_metadata("supervisor:task-1"))
 
     recorder.close_unfinished()
     recorder.close_unfinished()

@@ -199,7 +199,8 @@ def test_run_fits_http_request_limit() -> None:
 
     # Azure ends an HTTP request after 230 seconds.
     assert run_timeout < 230
-    assert lease > run_timeout
+    # The running turn renews its lease every third of it, so it must allow a few renewals.
+    assert 5 <= lease < run_timeout
 
 
 def test_pgbouncer_switches_port_and_prepared_statements() -> None:

@@ -119,3 +119,14 @@ def test_slow_model_calls_run_concurrently_on_one_pool(host_factory: Any, databa
     log = host.log()
     assert "attached to a different loop" not in log
     assert "Event loop is closed" not in log
+
+
+def test_timer_function_fires_on_demand(host_factory: Any) -> None:
+    host = host_factory()
+
+    fired = httpx.post(f"{host.base_url}/admin/functions/nightly_maintenance", json={"input": ""}, timeout=60)
+    unknown = httpx.post(f"{host.base_url}/admin/functions/no_such_function", json={"input": ""})
+
+    assert fired.status_code == 202, fired.text
+    assert "nightly maintenance:" in host.log()
+    assert unknown.status_code == 404
