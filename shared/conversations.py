@@ -67,21 +67,22 @@ RECURSION_LIMIT = 40
 REPAIR_AS_NODE: Final = "supervisor"
 RELEASE_TIMEOUT_SECONDS: Final = 1.0
 
+# A new thread starts with no messages; an existing one keeps what its last saved turn recorded.
 CLAIM_NEW_OR_OWN_THREAD = """
-INSERT INTO threads (thread_id, owner_key, run_id, lease_until)
-VALUES (%(thread_id)s, %(owner)s, %(run_id)s, now() + make_interval(secs => %(lease)s))
+INSERT INTO threads (thread_id, owner_key, run_id, lease_until, message_count)
+VALUES (%(thread_id)s, %(owner)s, %(run_id)s, now() + make_interval(secs => %(lease)s), 0)
 ON CONFLICT (thread_id) DO UPDATE
     SET run_id = excluded.run_id, lease_until = excluded.lease_until
     WHERE threads.owner_key = excluded.owner_key
       AND (threads.lease_until IS NULL OR threads.lease_until < now())
-RETURNING thread_id
+RETURNING pending_interrupt, message_count
 """
 CLAIM_OWN_THREAD = """
 UPDATE threads
    SET run_id = %(run_id)s, lease_until = now() + make_interval(secs => %(lease)s)
  WHERE thread_id = %(thread_id)s AND owner_key = %(owner)s
    AND (lease_until IS NULL OR lease_until < now())
-RETURNING thread_id
+RETURNING pending_interrupt, message_count
 """
 SELECT_THREAD_LEASE = """
 SELECT owner_key, ceil(extract(epoch FROM lease_until - now()))::int AS lease_seconds_left
@@ -93,7 +94,9 @@ UPDATE threads SET lease_until = now() + make_interval(secs => %(lease)s)
 RETURNING thread_id
 """
 END_RUN_HOLDING_LEASE = """
-UPDATE threads SET run_id = NULL, lease_until = NULL, updated_at = now()
+UPDATE threads
+   SET run_id = NULL, lease_until = NULL, updated_at = now(),
+       pending_interrupt = %(pending_interrupt)s, message_count = %(message_count)s
  WHERE thread_id = %(thread_id)s AND run_id = %(run_id)s
 RETURNING thread_id
 """
@@ -208,14 +211,32 @@ class TurnSaver(AsyncPostgresSaver):
         return len(self._held)
 
 
-async def _save_turn(pool: Pool, saver: TurnSaver, thread_id: str, run_id: uuid.UUID) -> None:
+@dataclass(frozen=True)
+class _Claim:
+    """What the claimed thread row says of the thread's saved state."""
+
+    pending_interrupt: bool
+    # None when unknown (a thread saved by an older version): the turn reads the checkpoint.
+    message_count: int | None
+
+
+async def _save_turn(
+    pool: Pool, saver: TurnSaver, thread_id: str, run_id: uuid.UUID, *, pending_interrupt: bool, message_count: int
+) -> None:
     """Save the turn's checkpoints and end its run in one transaction, if the run still has the lease.
 
     Raises ``ThreadBusy`` (nothing saved) when another run took the thread after this run's lease
-    lapsed: ending the lease and writing the checkpoints commit together or not at all.
+    lapsed: ending the lease and writing the checkpoints commit together or not at all. The row
+    records whether the saved state waits for an interrupt answer and how many messages it holds.
     """
+    params = {
+        "thread_id": thread_id,
+        "run_id": run_id,
+        "pending_interrupt": pending_interrupt,
+        "message_count": message_count,
+    }
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(END_RUN_HOLDING_LEASE, {"thread_id": thread_id, "run_id": run_id})
+        cur = await conn.execute(END_RUN_HOLDING_LEASE, params)
         if await cur.fetchone() is None:
             raise ThreadBusy(
                 f"thread {thread_id!r} was taken by another run; this turn was stopped and nothing of it was saved",
@@ -268,12 +289,13 @@ def _interrupts_to_json(interrupts: Any) -> list[dict[str, Any]]:
 
 async def _claim_thread(
     pool: Pool, thread_id: str, owner: str, run_id: uuid.UUID, settings: Settings, *, create: bool
-) -> None:
+) -> _Claim:
     params = {"thread_id": thread_id, "owner": owner, "run_id": run_id, "lease": settings.run_lease_seconds}
     async with pool.connection() as conn:
         cur = await conn.execute(CLAIM_NEW_OR_OWN_THREAD if create else CLAIM_OWN_THREAD, params)
-        if await cur.fetchone() is not None:
-            return
+        claimed = await cur.fetchone()
+        if claimed is not None:
+            return _Claim(claimed["pending_interrupt"], claimed["message_count"])
         cur = await conn.execute(SELECT_THREAD_LEASE, params)
         row = await cur.fetchone()
 
@@ -441,7 +463,7 @@ async def run_turn(
     pool = await get_pool(settings)
     run_id = uuid.uuid4()
     claimed_at = time.monotonic()
-    await _claim_thread(pool, thread_id, owner, run_id, settings, create=not is_resume)
+    claim = await _claim_thread(pool, thread_id, owner, run_id, settings, create=not is_resume)
 
     recorder = UsageRecorder(agent_ids=frozenset(AGENT_NAMES))
     started = time.perf_counter()
@@ -454,8 +476,16 @@ async def run_turn(
             "callbacks": [recorder],
             "recursion_limit": RECURSION_LIMIT,
         }
-        state = await graph.aget_state(config)
-        pending = state.interrupts
+        # The claimed row says whether an interrupt waits and how many messages the thread holds.
+        # Only a thread saved by an older version lacks the count; its checkpoint is read instead,
+        # and its history repaired (unanswered tool calls could be saved before turns were atomic).
+        state: StateSnapshot | None = None
+        if claim.message_count is None:
+            state = await graph.aget_state(config)
+            pending, known_count = bool(state.interrupts), len(state.values.get("messages", []))
+        else:
+            pending, known_count = claim.pending_interrupt, claim.message_count
+
         if is_resume:
             if not pending:
                 raise NoPendingInterrupt(f"thread {thread_id!r} has no pending interrupt to resume")
@@ -465,10 +495,11 @@ async def run_turn(
                 raise NoPendingInterrupt(
                     f'thread {thread_id!r} is waiting for an answer to its interrupt; send {{"resume": ...}} first'
                 )
-            state = await _answer_unanswered_tool_calls(graph, thread_id, state)
+            if state is not None:
+                state = await _answer_unanswered_tool_calls(graph, thread_id, state)
+                known_count = len(state.values.get("messages", []))
             graph_input = {"messages": [HumanMessage(content=message or "")]}
 
-        known_ids = {m.id for m in state.values.get("messages", [])}
         saver = TurnSaver(pool)
         turn_graph = graph.copy(update={"checkpointer": saver})
         try:
@@ -489,11 +520,15 @@ async def run_turn(
             if mapped is None:
                 raise
             raise mapped from err
-        await _save_turn(pool, saver, thread_id, run_id)
+        messages = output.get("messages", [])
+        interrupts = _interrupts_to_json(output.get("__interrupt__"))
+        await _save_turn(
+            pool, saver, thread_id, run_id, pending_interrupt=bool(interrupts), message_count=len(messages)
+        )
         saved = True
 
-        new_messages = [m for m in output.get("messages", []) if m.id not in known_ids]
-        interrupts = _interrupts_to_json(output.get("__interrupt__"))
+        # The message reducer appends new messages and never reorders, so this turn's are the tail.
+        new_messages = messages[known_count:]
         outcome = "interrupted" if interrupts else "completed"
         return TurnResult(
             thread_id=thread_id,

@@ -264,3 +264,28 @@ async def test_health_needs_no_token_and_reveals_nothing() -> None:
 
     assert response.status_code == 200
     assert response_json(response) == {"status": "ok"}
+
+
+async def test_thread_without_recorded_turn_state_still_works(app_environment: dict[str, str]) -> None:
+    """A thread saved before the threads row recorded its state falls back to reading the checkpoint."""
+    await invoke("legacy", {"message": "what is 1 + 1?"})
+    await invoke("legacy", {"message": "book a sync on 2026-12-24"})
+    with psycopg.connect(app_environment["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("UPDATE threads SET message_count = NULL, pending_interrupt = false WHERE thread_id = 'legacy'")
+
+    status, refused = await invoke("legacy", {"message": "what is 2 + 2?"})
+    assert status == 409
+    assert refused["code"] == "no_pending_interrupt"
+
+    status, resumed = await invoke("legacy", {"resume": True})
+    assert status == 200
+    assert contents(resumed["messages"], "user") == []
+    assert any(text.startswith("Booked 'sync'") for text in contents(resumed["messages"], "assistant"))
+
+    status, after = await invoke("legacy", {"message": "what is 2 + 2?"})
+    assert status == 200
+    assert contents(after["messages"], "user") == ["what is 2 + 2?"]
+    with psycopg.connect(app_environment["DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT message_count, pending_interrupt FROM threads WHERE thread_id = 'legacy'").fetchone()
+    _, thread = await read_thread("legacy")
+    assert row == (len(thread["messages"]), False)

@@ -187,7 +187,11 @@ ORPHAN_CALL = {"name": "calculate", "args": {"expression": "6 * 7"}, "id": "call
 
 
 async def save_unanswered_tool_call(thread_id: str) -> None:
-    """Save a checkpoint that ends with the calculator's tool call and no result, as a stopped run leaves it."""
+    """Save a checkpoint that ends with the calculator's tool call and no result, as a stopped run leaves it.
+
+    Turns are atomic now, so only a version from before the threads row recorded its message count
+    could leave such a history; the row is set back to that (an unknown count) too.
+    """
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
     from shared.database import get_pool
@@ -201,6 +205,9 @@ async def save_unanswered_tool_call(thread_id: str) -> None:
         {"messages": [HumanMessage(content="what is 6 * 7?"), orphan]},
         as_node="supervisor",
     )
+    pool = await get_pool(settings)
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE threads SET message_count = NULL WHERE thread_id = %s", (thread_id,))
 
 
 async def test_strict_fake_rejects_unanswered_tool_call(fake_openai: FakeOpenAI) -> None:
