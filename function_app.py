@@ -6,6 +6,7 @@ Heavy modules (LangGraph, the checkpointer) are imported by the first request th
 """
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
@@ -13,9 +14,33 @@ from shared.api import parse_int_param, parse_page_params, parse_turn_request
 from shared.http import handle_errors, json_response, read_json_object, require_thread_id
 from shared.settings import get_settings
 
+if TYPE_CHECKING:
+    from shared.auth import Identity
+    from shared.settings import Settings
+
 logger = logging.getLogger(__name__)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+async def _conversation_caller(req: func.HttpRequest) -> tuple["Settings", "Identity"]:
+    """Return the settings and the caller's identity, or raise the 401, 403 or 503 to answer with."""
+    from shared.auth import authenticate, require_conversation_access
+
+    settings = get_settings()
+    identity = await authenticate(req.headers, req.params, settings)
+    require_conversation_access(identity, settings)
+    return settings, identity
+
+
+async def _analytics_caller(req: func.HttpRequest) -> "Settings":
+    """Return the settings once the caller may read analytics, or raise the 401, 403 or 503 to answer with."""
+    from shared.auth import authenticate, require_analytics_access
+
+    settings = get_settings()
+    identity = await authenticate(req.headers, req.params, settings)
+    require_analytics_access(identity, settings)
+    return settings
 
 
 @app.route(route="health", methods=["GET"])
@@ -28,9 +53,8 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="openapi.json", methods=["GET"])
 @handle_errors
 async def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.openapi import load_openapi_document
-
     from shared.auth import authenticate
+    from shared.openapi import load_openapi_document
 
     settings = get_settings()
     await authenticate(req.headers, req.params, settings)
@@ -41,11 +65,8 @@ async def openapi_document(req: func.HttpRequest) -> func.HttpResponse:
 @handle_errors
 async def invoke_thread(req: func.HttpRequest) -> func.HttpResponse:
     from shared import conversations
-    from shared.auth import authenticate, require_conversation_access
 
-    settings = get_settings()
-    identity = await authenticate(req.headers, req.params, settings)
-    require_conversation_access(identity, settings)
+    settings, identity = await _conversation_caller(req)
     thread_id = require_thread_id(req)
     turn = parse_turn_request(read_json_object(req, settings.max_request_bytes), settings)
 
@@ -64,11 +85,8 @@ async def invoke_thread(req: func.HttpRequest) -> func.HttpResponse:
 @handle_errors
 async def get_thread(req: func.HttpRequest) -> func.HttpResponse:
     from shared import conversations
-    from shared.auth import authenticate, require_conversation_access
 
-    settings = get_settings()
-    identity = await authenticate(req.headers, req.params, settings)
-    require_conversation_access(identity, settings)
+    settings, identity = await _conversation_caller(req)
     thread_id = require_thread_id(req)
 
     view = await conversations.get_thread(settings, identity.owner_key, thread_id)
@@ -79,11 +97,8 @@ async def get_thread(req: func.HttpRequest) -> func.HttpResponse:
 @handle_errors
 async def delete_thread(req: func.HttpRequest) -> func.HttpResponse:
     from shared import conversations
-    from shared.auth import authenticate, require_conversation_access
 
-    settings = get_settings()
-    identity = await authenticate(req.headers, req.params, settings)
-    require_conversation_access(identity, settings)
+    settings, identity = await _conversation_caller(req)
     thread_id = require_thread_id(req)
 
     await conversations.delete_thread(settings, identity.owner_key, thread_id)
@@ -94,11 +109,8 @@ async def delete_thread(req: func.HttpRequest) -> func.HttpResponse:
 @handle_errors
 async def list_threads(req: func.HttpRequest) -> func.HttpResponse:
     from shared import conversations
-    from shared.auth import authenticate, require_conversation_access
 
-    settings = get_settings()
-    identity = await authenticate(req.headers, req.params, settings)
-    require_conversation_access(identity, settings)
+    settings, identity = await _conversation_caller(req)
     limit, cursor = parse_page_params(req.params)
 
     page = await conversations.list_threads(settings, identity.owner_key, limit=limit, cursor=cursor)
@@ -109,11 +121,8 @@ async def list_threads(req: func.HttpRequest) -> func.HttpResponse:
 @handle_errors
 async def agent_usage_summary(req: func.HttpRequest) -> func.HttpResponse:
     from shared.analytics import queries
-    from shared.auth import authenticate, require_analytics_access
 
-    settings = get_settings()
-    identity = await authenticate(req.headers, req.params, settings)
-    require_analytics_access(identity, settings)
+    settings = await _analytics_caller(req)
     start, end = queries.parse_date_range(req.params)
 
     summary = await queries.usage_summary(settings, start, end)
@@ -124,11 +133,8 @@ async def agent_usage_summary(req: func.HttpRequest) -> func.HttpResponse:
 @handle_errors
 async def agent_usage_daily(req: func.HttpRequest) -> func.HttpResponse:
     from shared.analytics import queries
-    from shared.auth import authenticate, require_analytics_access
 
-    settings = get_settings()
-    identity = await authenticate(req.headers, req.params, settings)
-    require_analytics_access(identity, settings)
+    settings = await _analytics_caller(req)
     agent_id = queries.require_agent_id(req.route_params.get("agentId", ""))
     days = parse_int_param(req.params, "days", 30, 1, 366)
 
