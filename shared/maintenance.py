@@ -1,9 +1,9 @@
 """The nightly job: roll up old usage analytics and apply conversation retention.
 
-One run, in order: usage rollup and monthly expiry (``shared.analytics.rollup``), then threads
-idle longer than THREAD_DELETE_AFTER_DAYS are deleted, then threads idle longer than
-THREAD_COMPACT_AFTER_DAYS are compacted (old checkpoints deleted). Idle time is measured from
-``threads.updated_at``, which every turn sets when it ends.
+One run, in order: usage rollup, monthly expiry and closing of ended months
+(``shared.analytics.rollup``), then threads idle longer than THREAD_DELETE_AFTER_DAYS are
+deleted, then threads idle longer than THREAD_COMPACT_AFTER_DAYS are compacted (old checkpoints
+deleted). Idle time is measured from ``threads.updated_at``, which every turn sets when it ends.
 
 Runs are serialized with a PostgreSQL advisory lock: a run that finds the lock taken does nothing,
 logs a warning and returns a summary marked ``skipped``. Every step is idempotent and commits in
@@ -86,6 +86,7 @@ class MaintenanceSummary:
     daily_rows_rolled_up: int = 0
     monthly_rows_written: int = 0
     monthly_rows_deleted: int = 0
+    months_closed: int = 0
     threads_deleted: int = 0
     threads_compacted: int = 0
     duration_seconds: float = 0.0
@@ -99,6 +100,7 @@ class MaintenanceSummary:
             f"into {self.monthly_rows_written} monthly rows and deleted them, "
             f"deleted {self.monthly_rows_deleted} expired monthly rows, "
             f"deleted {self.threads_deleted} idle threads, compacted {self.threads_compacted} threads, "
+            f"closed {self.months_closed} months of daily usage, "
             f"in {self.duration_seconds:.1f} s"
         )
 
@@ -139,6 +141,7 @@ async def run_maintenance(
             summary.daily_rows_rolled_up = rollup.daily_rows_rolled_up
             summary.monthly_rows_written = rollup.monthly_rows_written
             summary.monthly_rows_deleted = rollup.monthly_rows_deleted
+            summary.months_closed = len(rollup.months_closed)
 
             if settings.thread_delete_after_days > 0:
                 idle_before = current - timedelta(days=settings.thread_delete_after_days)

@@ -4,6 +4,11 @@ Daily rows cover recent days and monthly rows cover months the nightly rollup ha
 is either daily or monthly, so the summary adds daily rows of the range to monthly rows of the
 months the range touches. A monthly row counts whole even when the range covers only part of its
 month, and the response lists such months in ``coarseMonths``.
+
+A daily month that has ended is usually closed as well: the nightly job keeps its exact totals per
+agent (shared/analytics/rollup.py). For each closed month that the range covers whole, the summary
+reads those totals, one row per agent, instead of the month's daily rows. The figures are the same,
+and a 366-day summary over 200 agents reads some 8,600 rows instead of 73,200.
 """
 
 from __future__ import annotations
@@ -34,17 +39,39 @@ _BUCKET_SUMS = sql.SQL(", ").join(
     for i in range(BUCKET_COUNT)
 )
 
+# The figures each source contributes per row, in the order the summary adds them up.
+_USAGE_COLUMNS = sql.SQL("""agent_id, invocation_count, success_count, error_count, total_input_tokens,
+           total_output_tokens, total_latency_ms, min_latency_ms, max_latency_ms,
+           estimated_cost_usd, latency_histogram""")
+
+# The spans are the months the range touches, each cut to the range (see ``month_spans``). Daily
+# rows are read span by span through the (date, agent_id) index, skipping the spans of closed
+# months that the range covers whole, whose totals are read instead. One statement, so one
+# snapshot: a month that a late write reopens is read either whole from its totals or from its
+# daily rows, never from both or neither.
 SELECT_USAGE_SUMMARY = sql.SQL("""
-WITH usage AS (
-    SELECT agent_id, invocation_count, success_count, error_count, total_input_tokens,
-           total_output_tokens, total_latency_ms, min_latency_ms, max_latency_ms,
-           estimated_cost_usd, latency_histogram
-      FROM agent_usage_analytics
-     WHERE date BETWEEN %(start)s AND %(end)s
+WITH spans AS (
+    SELECT month, first_day, last_day, whole
+      FROM unnest(%(months)s::date[], %(first_days)s::date[], %(last_days)s::date[], %(whole)s::boolean[])
+           AS span(month, first_day, last_day, whole)
+),
+closed AS (
+    SELECT spans.month
+      FROM spans
+      JOIN agent_usage_analytics_closed_months USING (month)
+     WHERE spans.whole
+),
+usage AS (
+    SELECT {columns}
+      FROM spans
+      JOIN agent_usage_analytics AS daily ON daily.date BETWEEN spans.first_day AND spans.last_day
+     WHERE spans.month NOT IN (SELECT month FROM closed)
     UNION ALL
-    SELECT agent_id, invocation_count, success_count, error_count, total_input_tokens,
-           total_output_tokens, total_latency_ms, min_latency_ms, max_latency_ms,
-           estimated_cost_usd, latency_histogram
+    SELECT {columns}
+      FROM agent_usage_analytics_month_totals
+     WHERE month IN (SELECT month FROM closed)
+    UNION ALL
+    SELECT {columns}
       FROM agent_usage_analytics_monthly
      WHERE month BETWEEN date_trunc('month', %(start)s::date)::date AND %(end)s
 )
@@ -62,7 +89,7 @@ SELECT agent_id,
   FROM usage
  GROUP BY agent_id
  ORDER BY invocation_count DESC, agent_id
-""").format(bucket_sums=_BUCKET_SUMS)
+""").format(columns=_USAGE_COLUMNS, bucket_sums=_BUCKET_SUMS)
 
 # Models without a price in the range; daily rows rarely have any, so this reads few arrays.
 SELECT_UNPRICED_MODELS = """
@@ -156,6 +183,28 @@ def _shorten(value: str) -> str:
     return value if len(value) <= 40 else value[:40] + "..."
 
 
+def month_spans(start: date, end: date) -> dict[str, list[date] | list[bool]]:
+    """Split ``start`` to ``end`` (inclusive) at month boundaries, as the array parameters of SELECT_USAGE_SUMMARY.
+
+    Returns each month's first day (``months``), the first and last day of the range inside it
+    (``first_days``, ``last_days``) and whether the range covers the month whole (``whole``).
+    """
+    months: list[date] = []
+    first_days: list[date] = []
+    last_days: list[date] = []
+    whole: list[bool] = []
+    month = start.replace(day=1)
+    while month <= end:
+        next_month = (month + timedelta(days=32)).replace(day=1)
+        first_day, last_day = max(month, start), min(next_month - timedelta(days=1), end)
+        months.append(month)
+        first_days.append(first_day)
+        last_days.append(last_day)
+        whole.append(first_day == month and last_day == next_month - timedelta(days=1))
+        month = next_month
+    return {"months": months, "first_days": first_days, "last_days": last_days, "whole": whole}
+
+
 def rate(part: int, whole: int) -> float:
     """Return ``part / whole`` rounded to 4 places, and 0.0 when ``whole`` is 0."""
     if whole <= 0:
@@ -173,7 +222,7 @@ async def usage_summary(settings: Settings, start: date, end: date) -> dict[str,
     params = {"start": start, "end": end}
     pool = await get_pool(settings)
     async with pool.connection() as conn:
-        cur = await conn.execute(SELECT_USAGE_SUMMARY, params)
+        cur = await conn.execute(SELECT_USAGE_SUMMARY, {**params, **month_spans(start, end)})
         rows = await cur.fetchall()
         cur = await conn.execute(SELECT_COARSE_MONTHS, params)
         coarse = await cur.fetchall()

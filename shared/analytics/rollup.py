@@ -5,6 +5,11 @@ today (UTC). A month is rolled up only when all its days are past retention, so 
 either daily or monthly. Each month moves in its own transaction: the monthly upsert and the
 daily delete commit together or not at all, so a crash neither loses nor double-counts. Running
 the rollup again is harmless: a month already moved has no daily rows left.
+
+Months that have ended but keep their daily rows are closed: their exact per-agent totals go into
+agent_usage_analytics_month_totals, which the usage summary reads for whole months in its range.
+A write dated in a closed month reopens it (a trigger of migration 0007), and the next run closes
+it again.
 """
 
 from __future__ import annotations
@@ -44,17 +49,14 @@ _HISTOGRAM_SUM = sql.SQL("ARRAY[{}]::bigint[]").format(
     )
 )
 
-UPSERT_MONTHLY_USAGE = sql.SQL("""
+# One row per agent with the sums of its daily rows in one month (from %(month)s to the day
+# before %(next_month)s), in the column order of the monthly and month totals tables.
+_SELECT_MONTH_SUMS = sql.SQL("""
 WITH unpriced AS (
     SELECT d.agent_id, array_agg(DISTINCT model ORDER BY model) AS models
       FROM agent_usage_analytics AS d, unnest(d.unpriced_models) AS model
      WHERE d.date >= %(month)s AND d.date < %(next_month)s AND d.unpriced_models <> '{{}}'
      GROUP BY d.agent_id
-)
-INSERT INTO agent_usage_analytics_monthly AS monthly (
-    month, agent_id, invocation_count, success_count, error_count,
-    total_input_tokens, total_output_tokens, total_latency_ms, min_latency_ms, max_latency_ms,
-    estimated_cost_usd, latency_histogram, unpriced_models
 )
 SELECT %(month)s::date, daily.agent_id, sum(daily.invocation_count), sum(daily.success_count),
        sum(daily.error_count), sum(daily.total_input_tokens), sum(daily.total_output_tokens),
@@ -65,6 +67,15 @@ SELECT %(month)s::date, daily.agent_id, sum(daily.invocation_count), sum(daily.s
  WHERE daily.date >= %(month)s AND daily.date < %(next_month)s
  GROUP BY daily.agent_id, unpriced.models
  ORDER BY daily.agent_id
+""").format(histogram_sum=_HISTOGRAM_SUM)
+
+UPSERT_MONTHLY_USAGE = sql.SQL("""
+INSERT INTO agent_usage_analytics_monthly AS monthly (
+    month, agent_id, invocation_count, success_count, error_count,
+    total_input_tokens, total_output_tokens, total_latency_ms, min_latency_ms, max_latency_ms,
+    estimated_cost_usd, latency_histogram, unpriced_models
+)
+{month_sums}
 ON CONFLICT (month, agent_id) DO UPDATE SET
     invocation_count = monthly.invocation_count + excluded.invocation_count,
     success_count = monthly.success_count + excluded.success_count,
@@ -84,11 +95,48 @@ ON CONFLICT (month, agent_id) DO UPDATE SET
         SELECT DISTINCT m FROM unnest(monthly.unpriced_models || excluded.unpriced_models) AS m ORDER BY m
     ),
     updated_at = now()
-""").format(histogram_sum=_HISTOGRAM_SUM)
+""").format(month_sums=_SELECT_MONTH_SUMS)
 
 DELETE_ROLLED_UP_DAILY_USAGE = """
 DELETE FROM agent_usage_analytics WHERE date >= %(month)s AND date < %(next_month)s
 """
+
+# Deletes the month's totals too (ON DELETE CASCADE): a rolled-up month is read from its monthly
+# rows, and keeping its totals would count it twice.
+DELETE_CLOSED_MONTH = "DELETE FROM agent_usage_analytics_closed_months WHERE month = %(month)s"
+
+# Months before the current one that still have daily rows and are not closed.
+SELECT_MONTHS_TO_CLOSE = """
+SELECT date_trunc('month', date)::date AS month
+  FROM agent_usage_analytics
+ WHERE date < %(current_month)s
+EXCEPT
+SELECT month FROM agent_usage_analytics_closed_months
+ ORDER BY month
+"""
+
+# SHARE mode conflicts with the ROW EXCLUSIVE lock of every write, so it waits for writes in
+# progress to commit and holds new ones back until the month's totals commit. The totals then
+# contain every write committed before them, and every later write dated in the month fires the
+# trigger that reopens it. Writers wait at most CLOSE_LOCK_TIMEOUT plus the time to sum one month.
+LOCK_DAILY_USAGE_AGAINST_WRITES = "LOCK TABLE agent_usage_analytics IN SHARE MODE"
+CLOSE_LOCK_TIMEOUT = "1s"
+SET_CLOSE_LOCK_TIMEOUT = f"SET LOCAL lock_timeout = '{CLOSE_LOCK_TIMEOUT}'"
+
+# No row when another run closed the month first; that run wrote its totals.
+INSERT_CLOSED_MONTH = """
+INSERT INTO agent_usage_analytics_closed_months (month) VALUES (%(month)s)
+ON CONFLICT (month) DO NOTHING
+"""
+
+INSERT_MONTH_TOTALS = sql.SQL("""
+INSERT INTO agent_usage_analytics_month_totals (
+    month, agent_id, invocation_count, success_count, error_count,
+    total_input_tokens, total_output_tokens, total_latency_ms, min_latency_ms, max_latency_ms,
+    estimated_cost_usd, latency_histogram, unpriced_models
+)
+{month_sums}
+""").format(month_sums=_SELECT_MONTH_SUMS)
 
 DELETE_EXPIRED_MONTHLY_USAGE = "DELETE FROM agent_usage_analytics_monthly WHERE month < %(oldest_kept)s"
 
@@ -104,6 +152,8 @@ class RollupResult:
     daily_rows_rolled_up: int = 0
     monthly_rows_written: int = 0
     monthly_rows_deleted: int = 0
+    months_closed: list[date] = field(default_factory=list)
+    month_totals_written: int = 0
 
 
 def first_day_of_month(day: date) -> date:
@@ -138,11 +188,11 @@ async def roll_up_usage(
     monthly_retention_months: int,
     before_daily_delete: BeforeDailyDelete | None = None,
 ) -> RollupResult:
-    """Roll daily rows past retention into monthly rows, then delete expired monthly rows.
+    """Roll daily rows past retention into monthly rows, delete expired monthly rows, close ended months.
 
     ``conn`` must be in autocommit mode; each month is one transaction on it. The caller
     serializes runs (``shared.maintenance`` holds an advisory lock), though a second concurrent
-    run would only find nothing left to move.
+    run would only find nothing left to move and no month left to close.
     """
     result = RollupResult()
     boundary = rollup_boundary(today, daily_retention_days)
@@ -166,7 +216,42 @@ async def roll_up_usage(
     result.monthly_rows_deleted = cur.rowcount
     if cur.rowcount:
         logger.info("deleted %d monthly usage rows before %s", cur.rowcount, oldest_kept.strftime("%Y-%m"))
+
+    await close_months(conn, today, result)
     return result
+
+
+async def close_months(conn: psycopg.AsyncConnection[DictRow], today: date, result: RollupResult) -> None:
+    """Write the totals of each ended month that keeps daily rows and is not closed; add them to ``result``.
+
+    Runs after the rollup, so months it moved are not summed. Each month is one transaction. When
+    the lock on the daily table times out because a write holds it longer than CLOSE_LOCK_TIMEOUT,
+    that month and the later ones stay open until the next run. An open month costs the summary
+    speed, not exactness.
+    """
+    cur = await conn.execute(SELECT_MONTHS_TO_CLOSE, {"current_month": first_day_of_month(today)})
+    months = [row["month"] for row in await cur.fetchall()]
+
+    for month in months:
+        params = {"month": month, "next_month": add_months(month, 1)}
+        try:
+            async with conn.transaction():
+                await conn.execute(SET_CLOSE_LOCK_TIMEOUT)
+                await conn.execute(LOCK_DAILY_USAGE_AGAINST_WRITES)
+                cur = await conn.execute(INSERT_CLOSED_MONTH, params)
+                if cur.rowcount == 0:
+                    continue
+                cur = await conn.execute(INSERT_MONTH_TOTALS, params)
+        except psycopg.errors.LockNotAvailable:
+            logger.warning(
+                "left %s open: no lock on the daily usage table after %s; the next run closes it",
+                month.strftime("%Y-%m"),
+                CLOSE_LOCK_TIMEOUT,
+            )
+            return
+        result.months_closed.append(month)
+        result.month_totals_written += cur.rowcount
+        logger.info("closed %s with totals for %d agents", month.strftime("%Y-%m"), cur.rowcount)
 
 
 async def _roll_up_month(
@@ -183,7 +268,9 @@ async def _roll_up_month(
                 if before_daily_delete is not None:
                     await before_daily_delete(month)
                 cur = await conn.execute(DELETE_ROLLED_UP_DAILY_USAGE, params)
-                return cur.rowcount, monthly_rows
+                daily_rows = cur.rowcount
+                await conn.execute(DELETE_CLOSED_MONTH, params)
+                return daily_rows, monthly_rows
         except psycopg.errors.SerializationFailure:
             if attempt == MAX_MONTH_ATTEMPTS:
                 raise
