@@ -221,7 +221,13 @@ class _Claim:
 
 
 async def _save_turn(
-    pool: Pool, saver: TurnSaver, thread_id: str, run_id: uuid.UUID, *, pending_interrupt: bool, message_count: int
+    conn: psycopg.AsyncConnection[DictRow],
+    saver: TurnSaver,
+    thread_id: str,
+    run_id: uuid.UUID,
+    *,
+    pending_interrupt: bool,
+    message_count: int,
 ) -> None:
     """Save the turn's checkpoints and end its run in one transaction, if the run still has the lease.
 
@@ -235,7 +241,7 @@ async def _save_turn(
         "pending_interrupt": pending_interrupt,
         "message_count": message_count,
     }
-    async with pool.connection() as conn, conn.transaction():
+    async with conn.transaction():
         cur = await conn.execute(END_RUN_HOLDING_LEASE, params)
         if await cur.fetchone() is None:
             raise ThreadBusy(
@@ -468,7 +474,7 @@ async def run_turn(
     recorder = UsageRecorder(agent_ids=frozenset(AGENT_NAMES))
     started = time.perf_counter()
     outcome = "failed"
-    saved = False
+    saved = flushed = False
     try:
         graph = await _get_graph(settings, pool)
         config: RunnableConfig = {
@@ -522,10 +528,14 @@ async def run_turn(
             raise mapped from err
         messages = output.get("messages", [])
         interrupts = _interrupts_to_json(output.get("__interrupt__"))
-        await _save_turn(
-            pool, saver, thread_id, run_id, pending_interrupt=bool(interrupts), message_count=len(messages)
-        )
-        saved = True
+        async with pool.connection() as conn:
+            await _save_turn(
+                conn, saver, thread_id, run_id, pending_interrupt=bool(interrupts), message_count=len(messages)
+            )
+            saved = True
+            # The usage write reuses the connection of the save, one pool checkout fewer per turn.
+            flushed = True
+            await flush_usage(settings, pool, recorder.invocations, connection=conn)
 
         # The message reducer appends new messages and never reorders, so this turn's are the tail.
         new_messages = messages[known_count:]
@@ -541,9 +551,10 @@ async def run_turn(
     finally:
         if not saved:
             await _release_thread(pool, thread_id, run_id)
-        # Invocations still open when the run failed or was cancelled are recorded as errors.
-        recorder.close_unfinished()
-        await flush_usage(settings, pool, recorder.invocations)
+        if not flushed:
+            # Invocations still open when the run failed or was cancelled are recorded as errors.
+            recorder.close_unfinished()
+            await flush_usage(settings, pool, recorder.invocations)
         logger.info(
             "turn on thread %r %s in %.0f ms (%d agent invocations)",
             thread_id,

@@ -318,9 +318,9 @@ async def test_turn_succeeds_when_database_stops_before_the_write(
     )
 
     # run_turn imports flush_usage when it runs, so this wrapper cuts the proxy right before the write.
-    async def cut_then_flush(*args: Any) -> bool:
+    async def cut_then_flush(*args: Any, **kwargs: Any) -> bool:
         await proxy.stop()
-        return await flush_usage(*args)
+        return await flush_usage(*args, **kwargs)
 
     monkeypatch.setattr(writer, "flush_usage", cut_then_flush)
     lost_before = lost_write_count()

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
 from shared.analytics.histogram import BUCKET_COUNT, bucket_index
 from shared.analytics.pricing import estimate_cost, find_price
 from shared.analytics.recorder import Invocation
@@ -157,7 +160,9 @@ def usage_document(rows: Sequence[UsageRow]) -> str:
     )
 
 
-async def write_usage(pool: Pool, rows: Sequence[UsageRow], timeout_ms: int) -> None:
+async def write_usage(
+    pool: Pool, rows: Sequence[UsageRow], timeout_ms: int, *, connection: AsyncConnection[DictRow] | None = None
+) -> None:
     """Upsert ``rows`` into the daily table: one statement, one round trip, one implicit transaction.
 
     Waiting for a pool connection and running the statement are each limited to ``timeout_ms``.
@@ -165,12 +170,16 @@ async def write_usage(pool: Pool, rows: Sequence[UsageRow], timeout_ms: int) -> 
     statement to stop (at most 5 s more, then it closes the connection); this raises TimeoutError.
     A client-side deadline replaces ``SET LOCAL statement_timeout``, which would need a second
     statement and so a transaction block or a pipeline, costing round trips or client CPU.
-    Raises whatever failed.
+    ``connection``, when given, is used instead of one from the pool. Raises whatever failed.
     """
     if not rows:
         return
     params = {"rows": usage_document(rows)}
     timeout = timeout_ms / 1000
+    if connection is not None:
+        async with asyncio.timeout(timeout):
+            await connection.execute(UPSERT_DAILY_USAGE, params)
+        return
     async with pool.connection(timeout=timeout) as conn, asyncio.timeout(timeout):
         await conn.execute(UPSERT_DAILY_USAGE, params)
 
@@ -202,7 +211,13 @@ def lost_invocation_count() -> int:
     return _lost.invocations
 
 
-async def flush_usage(settings: Settings, pool: Pool, invocations: Sequence[Invocation]) -> bool:
+async def flush_usage(
+    settings: Settings,
+    pool: Pool,
+    invocations: Sequence[Invocation],
+    *,
+    connection: AsyncConnection[DictRow] | None = None,
+) -> bool:
     """Write the invocations of one request; return False when the write failed and was logged.
 
     Raises no ``Exception``: a failed write (database down, table missing, timeout) loses these
@@ -217,7 +232,7 @@ async def flush_usage(settings: Settings, pool: Pool, invocations: Sequence[Invo
     timeout_ms = settings.analytics_write_timeout_ms
 
     try:
-        await write_usage(pool, rows, timeout_ms)
+        await write_usage(pool, rows, timeout_ms, connection=connection)
     except Exception as err:
         _lost.add(len(invocations))
         logger.warning(
