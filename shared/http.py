@@ -17,7 +17,8 @@ from shared.errors import AppError, BadRequest, DatabaseUnavailable, PayloadTooL
 logger = logging.getLogger(__name__)
 
 PROBLEM_MIME = "application/problem+json"
-THREAD_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# Not only dots: "." and ".." are path segments that clients and proxies resolve away in a URL.
+THREAD_ID_PATTERN = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,128}$")
 
 Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
@@ -108,7 +109,9 @@ def require_thread_id(req: func.HttpRequest) -> str:
     # fullmatch, because "$" also matches before a trailing newline ("abc\n").
     if not THREAD_ID_PATTERN.fullmatch(thread_id):
         shown = thread_id if len(thread_id) <= 40 else thread_id[:40] + "..."
-        raise BadRequest(f"threadId must be 1 to 128 letters, digits, '.', '_' or '-', got {json.dumps(shown)}")
+        raise BadRequest(
+            f"threadId must be 1 to 128 letters, digits, '.', '_' or '-', not only dots, got {json.dumps(shown)}"
+        )
     return thread_id
 
 
@@ -137,6 +140,12 @@ def read_json_object(req: func.HttpRequest, max_bytes: int) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON{position}") from None
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, got {json_type_name(data)}")
+    try:
+        # JSON allows "\ud800" escapes that decode to lone surrogates, which no UTF-8 text holds:
+        # such a string could be stored but never sent back.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("request body has a \\u escape of a lone surrogate, which is not valid Unicode text") from None
     return data
 
 

@@ -147,6 +147,8 @@ async def test_resume_on_unknown_thread_is_404() -> None:
         (b'{"message": 42}', "message must be a string, got a number"),
         (b'{"message": "   "}', "message must not be empty"),
         (b'{"message": "hi", "resume": true}', "the body must have exactly one of"),
+        (b'{"message": "What is 1+1? \\ud800"}', "request body has a \\u escape of a lone surrogate"),
+        (b'{"resume": {"note": "\\udfff"}}', "request body has a \\u escape of a lone surrogate"),
     ],
 )
 async def test_malformed_invoke_body_is_400_problem(raw_body: bytes, expected_detail: str) -> None:
@@ -163,7 +165,9 @@ async def test_malformed_invoke_body_is_400_problem(raw_body: bytes, expected_de
     assert "Traceback" not in problem["detail"]
 
 
-@pytest.mark.parametrize("thread_id", ["", "a" * 129, "has space", "slash/inside", "ünicode", "semi;colon"])
+@pytest.mark.parametrize(
+    "thread_id", ["", "a" * 129, "has space", "slash/inside", "ünicode", "semi;colon", ".", "..", "..."]
+)
 async def test_bad_thread_id_is_400(thread_id: str) -> None:
     response = await call_function(
         "invoke_thread",
@@ -289,3 +293,15 @@ async def test_thread_without_recorded_turn_state_still_works(app_environment: d
         row = conn.execute("SELECT message_count, pending_interrupt FROM threads WHERE thread_id = 'legacy'").fetchone()
     _, thread = await read_thread("legacy")
     assert row == (len(thread["messages"]), False)
+
+
+async def test_lone_surrogate_message_saves_nothing() -> None:
+    raw_body = b'{"message": "What is 1+1? \\ud800"}'
+    for _ in range(2):
+        response = await call_function(
+            "invoke_thread", method="POST", route_params={"threadId": "surrogate"}, raw_body=raw_body, headers=bearer()
+        )
+        assert response.status_code == 400
+
+    status, _ = await read_thread("surrogate")
+    assert status == 404
