@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 import time
 import uuid
@@ -100,9 +101,14 @@ UPDATE threads
  WHERE thread_id = %(thread_id)s AND run_id = %(run_id)s
 RETURNING thread_id
 """
+# A thread whose first turn failed has nothing saved: its row goes, so no empty thread is left behind.
 RELEASE_THREAD = """
+WITH dropped AS (
+    DELETE FROM threads
+     WHERE thread_id = %(thread_id)s AND run_id = %(run_id)s AND message_count = 0
+)
 UPDATE threads SET run_id = NULL, lease_until = NULL, updated_at = now()
- WHERE thread_id = %(thread_id)s AND run_id = %(run_id)s
+ WHERE thread_id = %(thread_id)s AND run_id = %(run_id)s AND message_count IS DISTINCT FROM 0
 """
 SELECT_OWNED_THREAD = """
 SELECT thread_id, created_at, updated_at, lease_until > now() AS running
@@ -245,7 +251,8 @@ async def _save_turn(
         cur = await conn.execute(END_RUN_HOLDING_LEASE, params)
         if await cur.fetchone() is None:
             raise ThreadBusy(
-                f"thread {thread_id!r} was taken by another run; this turn was stopped and nothing of it was saved",
+                f"thread {_shown(thread_id)!r} was taken by another run; "
+                "this turn was stopped and nothing of it was saved",
                 headers={"Retry-After": "1"},
             )
         await saver.write_to(conn)
@@ -273,6 +280,21 @@ async def _get_graph(settings: Settings, pool: Pool) -> CompiledStateGraph[Any, 
         graph = compile_supervisor(settings, None)
         _graphs[pool] = graph
     return graph.copy(update={"checkpointer": AsyncPostgresSaver(pool)})
+
+
+def storage_thread_id(owner: str, thread_id: str) -> str:
+    """Return the id that ``owner``'s thread ``thread_id`` is stored under, in ``threads`` and the checkpoints.
+
+    Each identity has its own namespace of thread ids, so a client can pick any id without learning
+    whether someone else uses it, and can never reach another identity's thread.
+    """
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:24]
+    return f"{digest}:{thread_id}"
+
+
+def _shown(stored_id: str) -> str:
+    """Return the client's thread id of a stored id, for messages."""
+    return stored_id.partition(":")[2] or stored_id
 
 
 def message_to_json(message: BaseMessage) -> dict[str, Any]:
@@ -306,10 +328,10 @@ async def _claim_thread(
         row = await cur.fetchone()
 
     if row is None or row["owner_key"] != owner:
-        raise ThreadNotFound(f"thread {thread_id!r} was not found")
+        raise ThreadNotFound(f"thread {_shown(thread_id)!r} was not found")
     wait = max(1, min(int(row["lease_seconds_left"] or 1), 10))
     raise ThreadBusy(
-        f"thread {thread_id!r} is running another turn; retry after it finishes",
+        f"thread {_shown(thread_id)!r} is running another turn; retry after it finishes",
         headers={"Retry-After": str(wait)},
     )
 
@@ -344,7 +366,7 @@ async def _renew_lease_while_running(
         budget = expires - interval - time.monotonic()
         if budget <= 0:
             raise DatabaseUnavailable(
-                f"the turn was stopped because its lease on thread {thread_id!r} could not be renewed; "
+                f"the turn was stopped because its lease on thread {_shown(thread_id)!r} could not be renewed; "
                 "nothing of it was saved",
                 headers={"Retry-After": "5"},
             )
@@ -362,7 +384,8 @@ async def _renew_lease_while_running(
 
         if row is None:
             raise ThreadBusy(
-                f"thread {thread_id!r} was taken by another run; this turn was stopped and nothing of it was saved",
+                f"thread {_shown(thread_id)!r} was taken by another run; "
+                "this turn was stopped and nothing of it was saved",
                 headers={"Retry-After": "1"},
             )
         expires = sent + lease_seconds
@@ -466,6 +489,7 @@ async def run_turn(
     from shared.analytics.writer import flush_usage
     from shared.graph.supervisor import AGENT_NAMES
 
+    public_id, thread_id = thread_id, storage_thread_id(owner, thread_id)
     pool = await get_pool(settings)
     run_id = uuid.uuid4()
     claimed_at = time.monotonic()
@@ -494,12 +518,13 @@ async def run_turn(
 
         if is_resume:
             if not pending:
-                raise NoPendingInterrupt(f"thread {thread_id!r} has no pending interrupt to resume")
+                raise NoPendingInterrupt(f"thread {_shown(thread_id)!r} has no pending interrupt to resume")
             graph_input: Any = Command(resume=resume)
         else:
             if pending:
                 raise NoPendingInterrupt(
-                    f'thread {thread_id!r} is waiting for an answer to its interrupt; send {{"resume": ...}} first'
+                    f"thread {_shown(thread_id)!r} is waiting for an answer to its interrupt; "
+                    'send {"resume": ...} first'
                 )
             if state is not None:
                 state = await _answer_unanswered_tool_calls(graph, thread_id, state)
@@ -541,7 +566,7 @@ async def run_turn(
         new_messages = messages[known_count:]
         outcome = "interrupted" if interrupts else "completed"
         return TurnResult(
-            thread_id=thread_id,
+            thread_id=public_id,
             status=outcome,
             messages=[message_to_json(m) for m in new_messages],
             interrupts=interrupts,
@@ -566,18 +591,19 @@ async def run_turn(
 
 async def get_thread(settings: Settings, owner: str, thread_id: str) -> ThreadView:
     """Return the thread's whole visible conversation; ``ThreadNotFound`` unless ``owner`` owns it."""
+    public_id, thread_id = thread_id, storage_thread_id(owner, thread_id)
     pool = await get_pool(settings)
     async with pool.connection() as conn:
         cur = await conn.execute(SELECT_OWNED_THREAD, {"thread_id": thread_id, "owner": owner})
         row = await cur.fetchone()
     if row is None:
-        raise ThreadNotFound(f"thread {thread_id!r} was not found")
+        raise ThreadNotFound(f"thread {_shown(thread_id)!r} was not found")
 
     graph = await _get_graph(settings, pool)
     state = await graph.aget_state({"configurable": {"thread_id": thread_id}})
     interrupts = _interrupts_to_json(state.interrupts)
     return ThreadView(
-        thread_id=thread_id,
+        thread_id=public_id,
         status="interrupted" if interrupts else "idle",
         messages=[message_to_json(m) for m in state.values.get("messages", [])],
         interrupts=interrupts,
@@ -612,7 +638,7 @@ async def list_threads(settings: Settings, owner: str, *, limit: int, cursor: st
     return ThreadPage(
         threads=[
             {
-                "threadId": r["thread_id"],
+                "threadId": _shown(r["thread_id"]),
                 "createdAt": r["created_at"].isoformat(),
                 "updatedAt": r["updated_at"].isoformat(),
             }
@@ -629,15 +655,16 @@ async def delete_thread(settings: Settings, owner: str, thread_id: str) -> None:
     client's retry of the delete finishes the job. Raises ``ThreadNotFound`` unless ``owner`` owns
     it and ``ThreadBusy`` while a run holds it.
     """
+    thread_id = storage_thread_id(owner, thread_id)
     pool = await get_pool(settings)
     async with pool.connection() as conn:
         cur = await conn.execute(SELECT_OWNED_THREAD, {"thread_id": thread_id, "owner": owner})
         row = await cur.fetchone()
     if row is None:
-        raise ThreadNotFound(f"thread {thread_id!r} was not found")
+        raise ThreadNotFound(f"thread {_shown(thread_id)!r} was not found")
     if row["running"]:
         raise ThreadBusy(
-            f"thread {thread_id!r} is running a turn; retry after it finishes", headers={"Retry-After": "2"}
+            f"thread {_shown(thread_id)!r} is running a turn; retry after it finishes", headers={"Retry-After": "2"}
         )
 
     graph = await _get_graph(settings, pool)

@@ -71,3 +71,15 @@ async def call_function(
 
 def response_json(response: func.HttpResponse) -> Any:
     return json.loads(response.get_body())
+
+
+def stored_thread_id(thread_id: str, **claims: Any) -> str:
+    """Return the id the app stores ``thread_id`` under for the caller that ``claims`` describe."""
+    from shared.conversations import storage_thread_id
+
+    token = build_claims(**claims)
+    if "scp" in token:
+        owner = f"{token['tid']}/user/{token['oid']}"
+    else:
+        owner = f"{token['tid']}/app/{token.get('azp') or token.get('appid')}"
+    return storage_thread_id(owner, thread_id)

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.apphost import bearer, call_function, response_json
+from tests.apphost import bearer, call_function, response_json, stored_thread_id
 
 pytestmark = pytest.mark.usefixtures("app_environment")
 
@@ -61,8 +61,9 @@ async def test_state_is_stored_in_postgres_checkpoint_tables(app_environment: di
     await invoke("thread-3", {"message": "what is 6 * 7?"})
 
     with psycopg.connect(app_environment["DATABASE_URL"]) as conn:
-        checkpoints = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = 'thread-3'").fetchone()
-        owner = conn.execute("SELECT owner_key FROM threads WHERE thread_id = 'thread-3'").fetchone()
+        stored = stored_thread_id("thread-3")
+        checkpoints = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s", (stored,)).fetchone()
+        owner = conn.execute("SELECT owner_key FROM threads WHERE thread_id = %s", (stored,)).fetchone()
     assert checkpoints is not None and checkpoints[0] >= 1
     assert owner is not None and owner[0].endswith("/user/33333333-3333-3333-3333-333333333333")
 
@@ -192,8 +193,9 @@ async def test_client_langgraph_config_is_refused_and_thread_never_forks(app_env
     await invoke("thread-c09", {"message": "what is 1 + 1?"})
     with psycopg.connect(app_environment["DATABASE_URL"]) as conn:
         row = conn.execute(
-            "SELECT checkpoint_id FROM checkpoints WHERE thread_id = 'thread-c09' AND checkpoint_ns = '' "
-            "ORDER BY checkpoint_id LIMIT 1"
+            "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' "
+            "ORDER BY checkpoint_id LIMIT 1",
+            (stored_thread_id("thread-c09"),),
         ).fetchone()
     assert row is not None
     older_checkpoint = row[0]
@@ -275,7 +277,10 @@ async def test_thread_without_recorded_turn_state_still_works(app_environment: d
     await invoke("legacy", {"message": "what is 1 + 1?"})
     await invoke("legacy", {"message": "book a sync on 2026-12-24"})
     with psycopg.connect(app_environment["DATABASE_URL"], autocommit=True) as conn:
-        conn.execute("UPDATE threads SET message_count = NULL, pending_interrupt = false WHERE thread_id = 'legacy'")
+        conn.execute(
+            "UPDATE threads SET message_count = NULL, pending_interrupt = false WHERE thread_id = %s",
+            (stored_thread_id("legacy"),),
+        )
 
     status, refused = await invoke("legacy", {"message": "what is 2 + 2?"})
     assert status == 409
@@ -290,7 +295,9 @@ async def test_thread_without_recorded_turn_state_still_works(app_environment: d
     assert status == 200
     assert contents(after["messages"], "user") == ["what is 2 + 2?"]
     with psycopg.connect(app_environment["DATABASE_URL"]) as conn:
-        row = conn.execute("SELECT message_count, pending_interrupt FROM threads WHERE thread_id = 'legacy'").fetchone()
+        row = conn.execute(
+            "SELECT message_count, pending_interrupt FROM threads WHERE thread_id = %s", (stored_thread_id("legacy"),)
+        ).fetchone()
     _, thread = await read_thread("legacy")
     assert row == (len(thread["messages"]), False)
 
@@ -304,4 +311,38 @@ async def test_lone_surrogate_message_saves_nothing() -> None:
         assert response.status_code == 400
 
     status, _ = await read_thread("surrogate")
+    assert status == 404
+
+
+async def test_failed_first_turn_leaves_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import reset_settings_cache
+
+    # Nothing listens on port 9 of the local host, so the model call fails at once.
+    monkeypatch.setenv("MODEL_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_MODEL", "any-model")
+    reset_settings_cache()
+
+    status, problem = await invoke("never-saved", {"message": "what is 1 + 1?"})
+    assert status == 502
+    assert problem["code"] == "upstream_error"
+
+    status, _ = await read_thread("never-saved")
+    assert status == 404
+    listing = await call_function("list_threads", headers=bearer())
+    assert response_json(listing)["threads"] == []
+
+
+async def test_offline_model_slower_than_model_timeout_is_504(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.settings import reset_settings_cache
+
+    monkeypatch.setenv("OFFLINE_MODEL_DELAY_MS", "3000")
+    monkeypatch.setenv("MODEL_TIMEOUT_SECONDS", "1")
+    reset_settings_cache()
+
+    status, problem = await invoke("slow-model", {"message": "hello"})
+
+    assert status == 504
+    assert problem["detail"] == "the model did not answer within 1 s; nothing of this turn was saved"
+    status, _ = await read_thread("slow-model")
     assert status == 404

@@ -49,7 +49,7 @@ def stored_bytes(database_url: str, thread_id: str) -> int:
             SELECT (SELECT coalesce(sum(octet_length(blob)), 0) FROM checkpoint_blobs WHERE thread_id = %(t)s)
                  + (SELECT coalesce(sum(octet_length(blob)), 0) FROM checkpoint_writes WHERE thread_id = %(t)s)
             """,
-            {"t": thread_id},
+            {"t": conversations.storage_thread_id(OWNER, thread_id)},
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -98,7 +98,7 @@ async def test_compaction_keeps_every_message(settings: Settings, database_url: 
     before = await conversations.get_thread(settings, OWNER, "compact")
     bytes_before = stored_bytes(database_url, "compact")
 
-    await compact_threads(await get_pool(settings), ["compact"])
+    await compact_threads(await get_pool(settings), [conversations.storage_thread_id(OWNER, "compact")])
 
     after = await conversations.get_thread(settings, OWNER, "compact")
     assert after.messages == before.messages
@@ -115,9 +115,9 @@ async def test_compacting_twice_changes_nothing(settings: Settings, database_url
         await say(settings, "twice", f"what is {n} + 5?")
     pool = await get_pool(settings)
 
-    await compact_threads(pool, ["twice"])
+    await compact_threads(pool, [conversations.storage_thread_id(OWNER, "twice")])
     once = stored_bytes(database_url, "twice")
-    await compact_threads(pool, ["twice"])
+    await compact_threads(pool, [conversations.storage_thread_id(OWNER, "twice")])
 
     assert stored_bytes(database_url, "twice") == once
     view = await conversations.get_thread(settings, OWNER, "twice")
@@ -131,7 +131,7 @@ async def test_approval_resumes_after_compaction(settings: Settings) -> None:
     first = await say(settings, "approval", "book a design review on 2026-12-24")
     assert first.status == "interrupted"
 
-    await compact_threads(await get_pool(settings), ["approval"])
+    await compact_threads(await get_pool(settings), [conversations.storage_thread_id(OWNER, "approval")])
     pending = await conversations.get_thread(settings, OWNER, "approval")
     assert pending.status == "interrupted"
     assert pending.interrupts[0]["id"] == first.interrupts[0]["id"]

@@ -31,19 +31,24 @@ def frequent_snapshots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supervisor, "MESSAGES_SNAPSHOT_FREQUENCY", 6)
 
 
+def stored(thread_id: str) -> str:
+    """Return the stored id of the test owner's thread ``thread_id``."""
+    return conversations.storage_thread_id("owner", thread_id)
+
+
 def set_updated_at(database_url: str, thread_id: str, updated_at: datetime) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("UPDATE threads SET updated_at = %s WHERE thread_id = %s", (updated_at, thread_id))
+        conn.execute("UPDATE threads SET updated_at = %s WHERE thread_id = %s", (updated_at, stored(thread_id)))
 
 
 def thread_row(database_url: str, thread_id: str) -> dict[str, Any] | None:
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return conn.execute("SELECT * FROM threads WHERE thread_id = %s", (thread_id,)).fetchone()
+        return conn.execute("SELECT * FROM threads WHERE thread_id = %s", (stored(thread_id),)).fetchone()
 
 
 def checkpoint_count(database_url: str, thread_id: str) -> int:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s", (thread_id,)).fetchone()
+        row = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = %s", (stored(thread_id),)).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -64,7 +69,8 @@ async def test_idle_threads_deleted_at_exact_boundary(settings: Settings, databa
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(
                 "UPDATE threads SET lease_until = now() + interval '1 minute', run_id = gen_random_uuid()"
-                " WHERE thread_id = 'idle-but-running'"
+                " WHERE thread_id = %s",
+                (stored("idle-but-running"),),
             )
         summary = await run_maintenance(no_compaction, now=NOW)
     finally:

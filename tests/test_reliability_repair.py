@@ -18,7 +18,7 @@ from langchain_openai.chat_models.base import _convert_message_to_dict
 
 from shared.graph.history import INTERRUPTED_CALL_RESULT, repair_tool_results, unanswered_tool_calls
 from shared.settings import get_settings, reset_settings_cache
-from tests.apphost import bearer, call_function, response_json
+from tests.apphost import bearer, call_function, response_json, stored_thread_id
 from tests.fake_openai import FakeOpenAI, tool_call_history_error
 
 
@@ -201,13 +201,15 @@ async def save_unanswered_tool_call(thread_id: str) -> None:
     graph = compile_supervisor(settings, AsyncPostgresSaver(await get_pool(settings)))
     orphan = AIMessage(content="", name="calculator", tool_calls=[ORPHAN_CALL])
     await graph.aupdate_state(
-        {"configurable": {"thread_id": thread_id}},
+        {"configurable": {"thread_id": stored_thread_id(thread_id)}},
         {"messages": [HumanMessage(content="what is 6 * 7?"), orphan]},
         as_node="supervisor",
     )
     pool = await get_pool(settings)
     async with pool.connection() as conn:
-        await conn.execute("UPDATE threads SET message_count = NULL WHERE thread_id = %s", (thread_id,))
+        await conn.execute(
+            "UPDATE threads SET message_count = NULL WHERE thread_id = %s", (stored_thread_id(thread_id),)
+        )
 
 
 async def test_strict_fake_rejects_unanswered_tool_call(fake_openai: FakeOpenAI) -> None:

@@ -16,7 +16,7 @@ import pytest
 from shared import conversations
 from shared.errors import ThreadBusy
 from shared.settings import Settings, get_settings, reset_settings_cache
-from tests.apphost import bearer, call_function, response_json
+from tests.apphost import bearer, call_function, response_json, stored_thread_id
 
 pytestmark = pytest.mark.usefixtures("app_environment")
 
@@ -51,7 +51,7 @@ def contents(messages: list[dict[str, Any]], role: str) -> list[str]:
 
 
 def checkpoint_parents(database_url: str, thread_id: str) -> list[str | None]:
-    """Return the parent id of every top-level checkpoint of the thread."""
+    """Return the parent id of every top-level checkpoint of the thread stored as ``thread_id``."""
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT parent_checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = ''",
@@ -106,7 +106,7 @@ async def test_concurrent_invokes_run_one_and_409_other(
     thread = await read_thread("race")
     winner_text = contents(winner[1]["messages"], "user")
     assert contents(thread["messages"], "user") == winner_text
-    assert_linear_history(app_environment["DATABASE_URL"], "race")
+    assert_linear_history(app_environment["DATABASE_URL"], stored_thread_id("race"))
 
 
 async def test_refused_invoke_retried_after_run_appends_once(
@@ -128,7 +128,7 @@ async def test_refused_invoke_retried_after_run_appends_once(
     answers = contents(thread["messages"], "assistant")
     assert answers.count("3 + 4 = 7") == 1
     assert answers.count("5 + 6 = 11") == 1
-    assert_linear_history(app_environment["DATABASE_URL"], "retry")
+    assert_linear_history(app_environment["DATABASE_URL"], stored_thread_id("retry"))
 
 
 async def test_run_over_run_timeout_is_504_and_saves_nothing(
@@ -138,7 +138,7 @@ async def test_run_over_run_timeout_is_504_and_saves_nothing(
     use_settings(monkeypatch, OFFLINE_MODEL_DELAY_MS="600", RUN_TIMEOUT_SECONDS="1")
     status, _, _ = await invoke("slow", {"message": "hello"})
     assert status == 200
-    before = checkpoint_parents(app_environment["DATABASE_URL"], "slow")
+    before = checkpoint_parents(app_environment["DATABASE_URL"], stored_thread_id("slow"))
 
     started = time.monotonic()
     status, problem, headers = await invoke("slow", {"message": "what is 2 + 2?"})
@@ -149,7 +149,7 @@ async def test_run_over_run_timeout_is_504_and_saves_nothing(
     assert problem["code"] == "upstream_timeout"
     assert problem["detail"] == "the turn took longer than 1 s and was stopped; nothing of it was saved"
     assert elapsed < 2.0
-    assert checkpoint_parents(app_environment["DATABASE_URL"], "slow") == before
+    assert checkpoint_parents(app_environment["DATABASE_URL"], stored_thread_id("slow")) == before
 
     # The lease was released: the next turn runs at once and continues from the first turn.
     status, _, _ = await invoke("slow", {"message": "hello again"})
@@ -170,14 +170,17 @@ async def test_lease_is_renewed_while_run_outlives_it(database_url: str) -> None
 
     assert result.status == "completed"
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT run_id, lease_until FROM threads WHERE thread_id = 'renewed'").fetchone()
+        row = conn.execute(
+            "SELECT run_id, lease_until FROM threads WHERE thread_id = %s",
+            (conversations.storage_thread_id(OWNER, "renewed"),),
+        ).fetchone()
     assert row == (None, None)
 
 
 async def test_run_whose_lease_was_taken_stops_unsaved(database_url: str) -> None:
     settings = dataclasses.replace(get_settings(), run_lease_seconds=1, offline_model_delay_ms=500)
     await conversations.run_turn(settings, OWNER, "taken", message="hello")
-    before = checkpoint_parents(database_url, "taken")
+    before = checkpoint_parents(database_url, conversations.storage_thread_id(OWNER, "taken"))
 
     running = asyncio.create_task(conversations.run_turn(settings, OWNER, "taken", message="what is 1 + 1?"))
     await asyncio.sleep(0.2)
@@ -185,9 +188,10 @@ async def test_run_whose_lease_was_taken_stops_unsaved(database_url: str) -> Non
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "UPDATE threads SET run_id = gen_random_uuid(), lease_until = now() + interval '1 minute' "
-            "WHERE thread_id = 'taken'"
+            "WHERE thread_id = %s",
+            (conversations.storage_thread_id(OWNER, "taken"),),
         )
 
     with pytest.raises(ThreadBusy, match="was taken by another run"):
         await running
-    assert checkpoint_parents(database_url, "taken") == before
+    assert checkpoint_parents(database_url, conversations.storage_thread_id(OWNER, "taken")) == before

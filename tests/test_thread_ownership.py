@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.apphost import bearer, call_function, response_json
+from tests.apphost import bearer, call_function, response_json, stored_thread_id
 
 pytestmark = pytest.mark.usefixtures("app_environment")
 
@@ -37,29 +37,39 @@ def without_thread_name(problem: dict[str, Any]) -> dict[str, Any]:
     return {**problem, "detail": detail}
 
 
-async def test_other_user_cannot_read_invoke_resume_or_delete() -> None:
+async def test_other_user_cannot_read_resume_or_delete() -> None:
     await start_thread("alice-thread", ALICE)
 
     attempts = [
         ("get_thread", {"method": "GET"}),
-        ("invoke_thread", {"method": "POST", "body": {"message": "what is 2 + 2?"}}),
         ("invoke_thread", {"method": "POST", "body": {"resume": True}}),
         ("delete_thread", {"method": "DELETE"}),
     ]
     for number, (name, extra) in enumerate(attempts):
         stolen = await request(name, BOB, route_params={"threadId": "alice-thread"}, **extra)
         missing = await request(name, BOB, route_params={"threadId": f"no-such-thread-{number}"}, **extra)
-        if name == "invoke_thread" and "message" in extra.get("body", {}):
-            # A message to a thread id nobody owns starts a new thread; to someone else's, it is 404.
-            assert stolen[0] == 404
-            assert stolen[1]["title"] == "Thread not found"
-            continue
         assert stolen[0] == missing[0] == 404, name
         assert without_thread_name(stolen[1]) == without_thread_name(missing[1]), name
 
     status, thread = await request("get_thread", ALICE, route_params={"threadId": "alice-thread"})
     assert status == 200
     assert [m["content"] for m in thread["messages"] if m["role"] == "user"] == ["what is 1 + 1?"]
+
+
+async def test_message_to_taken_id_starts_own_thread() -> None:
+    """Thread ids are per identity: the same id names another thread, so nothing shows it is taken."""
+    await start_thread("shared-id", ALICE, "what is 1 + 1?")
+
+    status, reply = await request(
+        "invoke_thread", BOB, method="POST", route_params={"threadId": "shared-id"}, body={"message": "what is 2 + 2?"}
+    )
+
+    assert status == 200
+    assert [m["content"] for m in reply["messages"] if m["role"] == "user"] == ["what is 2 + 2?"]
+    _, bobs = await request("get_thread", BOB, route_params={"threadId": "shared-id"})
+    _, alices = await request("get_thread", ALICE, route_params={"threadId": "shared-id"})
+    assert [m["content"] for m in bobs["messages"] if m["role"] == "user"] == ["what is 2 + 2?"]
+    assert [m["content"] for m in alices["messages"] if m["role"] == "user"] == ["what is 1 + 1?"]
 
 
 async def test_same_object_id_in_other_tenant_is_another_owner(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,11 +162,14 @@ async def test_delete_removes_thread_and_every_checkpoint(app_environment: dict[
     with psycopg.connect(app_environment["DATABASE_URL"]) as conn:
         counts = {
             table: conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE thread_id = %s").format(sql.Identifier(table)), ("doomed",)
+                sql.SQL("SELECT count(*) FROM {} WHERE thread_id = %s").format(sql.Identifier(table)),
+                (stored_thread_id("doomed", **ALICE),),
             ).fetchone()
             for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "threads")
         }
-        kept = conn.execute("SELECT count(*) FROM checkpoints WHERE thread_id = 'kept'").fetchone()
+        kept = conn.execute(
+            "SELECT count(*) FROM checkpoints WHERE thread_id = %s", (stored_thread_id("kept", **ALICE),)
+        ).fetchone()
     assert counts == {table: (0,) for table in counts}
     assert kept is not None and kept[0] > 0
     status, page = await request("list_threads", ALICE)

@@ -17,7 +17,11 @@ def create_chat_model(settings: Settings, agent: str) -> BaseChatModel:
     if settings.model_provider == "offline":
         from shared.graph.offline import OfflineChatModel
 
-        return OfflineChatModel(agent=agent, delay_seconds=settings.offline_model_delay_ms / 1000)
+        return OfflineChatModel(
+            agent=agent,
+            delay_seconds=settings.offline_model_delay_ms / 1000,
+            timeout_seconds=settings.model_timeout_seconds,
+        )
 
     if settings.model_provider == "openai":
         from langchain_openai import ChatOpenAI

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.exceptions import ModelTimeoutError
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -92,6 +93,8 @@ class OfflineChatModel(BaseChatModel):
 
     agent: str
     delay_seconds: float = 0.0
+    # Like a real provider's client, a call that would take longer fails with ModelTimeoutError.
+    timeout_seconds: float | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -114,6 +117,9 @@ class OfflineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if self.timeout_seconds is not None and self.delay_seconds > self.timeout_seconds:
+            time.sleep(self.timeout_seconds)
+            raise ModelTimeoutError(f"the offline model did not answer within {self.timeout_seconds:g} s")
         if self.delay_seconds:
             time.sleep(self.delay_seconds)
         return self._respond(messages, kwargs.get("tools") or [])
@@ -125,6 +131,9 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if self.timeout_seconds is not None and self.delay_seconds > self.timeout_seconds:
+            await asyncio.sleep(self.timeout_seconds)
+            raise ModelTimeoutError(f"the offline model did not answer within {self.timeout_seconds:g} s")
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         return self._respond(messages, kwargs.get("tools") or [])
