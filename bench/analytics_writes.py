@@ -9,9 +9,7 @@ pgbench (``-M prepared``, N clients) on the same server, in the same run.
 Shapes: ``hot`` puts all three invocations on one agent, so every writer updates one row;
 ``50 agents`` spreads each flush over three distinct agents of 50.
 
-Target: the service reaches at least 50% of pgbench's flushes per second at every level. A third
-row per case measures the service through a pool whose connection check costs one round trip
-instead of two (see ``open_variant_pool``), for comparison only.
+Target: the service reaches at least 50% of pgbench's flushes per second at every level.
 """
 
 from __future__ import annotations
@@ -30,14 +28,9 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import psycopg
-from psycopg.rows import DictRow
-from psycopg_pool import AsyncConnectionPool
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Row, bench_database, bench_environment, measured_row, progress, run_benchmark
-from shared import database
 from shared.analytics.recorder import Invocation
 from shared.analytics.writer import (
     UPSERT_DAILY_USAGE,
@@ -61,8 +54,7 @@ AGENT_COUNT = 50
 # Three disjoint bands of agent numbers, so a flush names three distinct agents, already sorted.
 AGENT_BANDS = ((0, 16), (17, 33), (34, 49))
 TARGET_RATIO = 0.5
-# "variant" is the service through a pool whose connection check does not prepare; see open_variant_pool.
-SIDES = ("service", "pgbench", "variant")
+SIDES = ("service", "pgbench")
 LATENCY_MS = 40
 INPUT_TOKENS = 900
 OUTPUT_TOKENS = 60
@@ -109,31 +101,6 @@ async def service_rate(settings: Settings, pool: Pool, shape: str, writers: int,
     if lost_write_count() != lost_before:
         raise RuntimeError(f"{lost_write_count() - lost_before} analytics writes were lost during the run")
     return sum(counts) / elapsed
-
-
-async def check_without_prepare(conn: psycopg.AsyncConnection[DictRow]) -> None:
-    """Check a pooled connection in one round trip: unprepared, the empty query is one message."""
-    await conn.execute("", prepare=False)
-
-
-async def open_variant_pool(settings: Settings) -> Pool:
-    """Open a pool like the worker's, except that its connection check does not prepare.
-
-    With prepare_threshold=0 the pool's own check prepares its empty query again at every
-    checkout (psycopg 3.3.9 sent a Parse under a new name each time in a protocol trace), which
-    costs two round trips. This pool shows what a one-round-trip check would change.
-    """
-    pool: Pool = AsyncConnectionPool(
-        settings.database_url,
-        kwargs=database._connection_kwargs(settings),
-        min_size=1,
-        max_size=settings.database_pool_max_size,
-        check=check_without_prepare,
-        name="bench-check-without-prepare",
-        open=False,
-    )
-    await pool.open(wait=True)
-    return pool
 
 
 def pgbench_script(shape: str) -> str:
@@ -187,7 +154,7 @@ def pgbench_rate(pgbench: str, database_url: str, shape: str, clients: int, seco
 
 
 async def measure(quick: bool) -> AsyncIterator[Row]:
-    """Yield per shape and level a pgbench row, a service row with its ratio, and a variant row."""
+    """Yield per shape and level a pgbench row and a service row with its ratio."""
     levels = QUICK_LEVELS if quick else LEVELS
     runs = QUICK_RUNS if quick else RUNS
     seconds = QUICK_SECONDS_PER_RUN if quick else SECONDS_PER_RUN
@@ -198,7 +165,6 @@ async def measure(quick: bool) -> AsyncIterator[Row]:
         settings = load_settings(bench_environment(database_url, DATABASE_POOL_MAX_SIZE=str(max(levels))))
         settings = replace(settings, analytics_write_timeout_ms=10_000, model_prices={"offline": PRICE})
         pool = await get_pool(settings)
-        variant_pool = await open_variant_pool(settings)
         try:
             for shape in SHAPES:
                 for level in levels:
@@ -211,8 +177,7 @@ async def measure(quick: bool) -> AsyncIterator[Row]:
                                     pgbench_rate, pgbench, database_url, shape, level, seconds
                                 )
                             else:
-                                chosen = pool if side == "service" else variant_pool
-                                rate = await service_rate(settings, chosen, shape, level, seconds)
+                                rate = await service_rate(settings, pool, shape, level, seconds)
                             samples[side].append(rate)
                         progress(
                             "%s, %d writers, run %d of %d: %s",
@@ -238,17 +203,7 @@ async def measure(quick: bool) -> AsyncIterator[Row]:
                         met=None if quick else ratio >= TARGET_RATIO,
                         note="3 invocations per flush" + quick_note,
                     )
-                    yield measured_row(
-                        BENCHMARK,
-                        f"{case}: service, pool check without prepare",
-                        "flushes/s",
-                        samples["variant"],
-                        baseline="pgbench, same statement",
-                        ratio=statistics.median(samples["variant"]) / baseline,
-                        note="what a one-round-trip pool check would give" + quick_note,
-                    )
         finally:
-            await variant_pool.close()
             await close_pool()
 
 
