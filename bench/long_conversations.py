@@ -79,6 +79,8 @@ async def measure(quick: bool) -> AsyncIterator[Row]:
         pool = await get_pool(settings)
         memory_graph = compile_supervisor(settings, InMemorySaver())
         postgres_thread = f"long-{uuid.uuid4().hex[:8]}"
+        # The service stores a thread under an id scoped by its owner; the byte counts read that id.
+        stored_thread = conversations.storage_thread_id(OWNER, postgres_thread)
         memory_config = {"configurable": {"thread_id": postgres_thread}}
 
         async def memory_turn() -> object:
@@ -93,7 +95,7 @@ async def measure(quick: bool) -> AsyncIterator[Row]:
         async def postgres_turn_counting_bytes() -> float:
             nonlocal stored
             elapsed = await time_call(postgres_turn)
-            now_stored = await thread_stored_bytes(pool, postgres_thread)
+            now_stored = await thread_stored_bytes(pool, stored_thread)
             turn_bytes.append(now_stored - stored)
             stored = now_stored
             return elapsed
@@ -143,9 +145,9 @@ async def measure(quick: bool) -> AsyncIterator[Row]:
 
         state = await memory_graph.aget_state(memory_config)
         progress("%s: compacting the postgres thread", BENCHMARK)
-        before_compaction = await thread_stored_bytes(pool, postgres_thread)
-        await compact_threads(pool, [postgres_thread])
-        after_compaction = await thread_stored_bytes(pool, postgres_thread)
+        before_compaction = await thread_stored_bytes(pool, stored_thread)
+        await compact_threads(pool, [stored_thread])
+        after_compaction = await thread_stored_bytes(pool, stored_thread)
         view = await conversations.get_thread(settings, OWNER, postgres_thread)
         await close_pool()
 
