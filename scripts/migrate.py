@@ -10,27 +10,14 @@ environment as for the app (DATABASE_AUTH=entra signs in with Entra ID).
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devtools.script_settings import load_script_settings
 from shared.database import apply_schema, create_pool
 from shared.errors import SettingsError
-from shared.settings import Settings, load_settings
-
-# This command authenticates no caller, so the app's required auth settings get a placeholder GUID
-# when they are not set, instead of failing on settings the command never reads.
-_UNUSED_AUTH_SETTINGS = {
-    "AUTH_TENANT_ID": "00000000-0000-0000-0000-000000000000",
-    "AUTH_CLIENT_ID": "00000000-0000-0000-0000-000000000000",
-}
-
-
-def load_script_settings() -> Settings:
-    """Load the app's settings from the environment; SettingsError names a missing DATABASE_URL."""
-    return load_settings({**_UNUSED_AUTH_SETTINGS, **os.environ})
 
 
 async def main() -> int:
