@@ -190,12 +190,12 @@ async def test_longest_valid_thread_id_is_accepted() -> None:
 
 
 async def test_client_langgraph_config_is_refused_and_thread_never_forks(app_environment: dict[str, str]) -> None:
-    await invoke("thread-c09", {"message": "what is 1 + 1?"})
+    await invoke("thread-config-keys", {"message": "what is 1 + 1?"})
     with psycopg.connect(app_environment["DATABASE_URL"]) as conn:
         row = conn.execute(
             "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' "
             "ORDER BY checkpoint_id LIMIT 1",
-            (stored_thread_id("thread-c09"),),
+            (stored_thread_id("thread-config-keys"),),
         ).fetchone()
     assert row is not None
     older_checkpoint = row[0]
@@ -206,11 +206,11 @@ async def test_client_langgraph_config_is_refused_and_thread_never_forks(app_env
         {"message": "hi", "checkpoint_id": older_checkpoint, "recursion_limit": 1},
     ]
     for body in attempts:
-        status, problem = await invoke("thread-c09", body)
+        status, problem = await invoke("thread-config-keys", body)
         assert status == 400
         assert problem["detail"].startswith("unknown field(s)")
 
-    _, thread = await read_thread("thread-c09")
+    _, thread = await read_thread("thread-config-keys")
     assert contents(thread["messages"], "user") == ["what is 1 + 1?"]
 
 

@@ -183,7 +183,7 @@ def contents(messages: list[dict[str, Any]], role: str) -> list[str]:
     return [m["content"] for m in messages if m["role"] == role]
 
 
-ORPHAN_CALL = {"name": "calculate", "args": {"expression": "6 * 7"}, "id": "call_orphan_c03", "type": "tool_call"}
+ORPHAN_CALL = {"name": "calculate", "args": {"expression": "6 * 7"}, "id": "call_orphan_1", "type": "tool_call"}
 
 
 async def save_unanswered_tool_call(thread_id: str) -> None:
@@ -238,11 +238,11 @@ async def test_strict_fake_rejects_unanswered_tool_call(fake_openai: FakeOpenAI)
 
 
 async def test_unanswered_tool_call_is_repaired_before_next_turn(fake_openai: FakeOpenAI) -> None:
-    status, _ = await invoke("c03", {"message": "what is 2 + 3?"})
+    status, _ = await invoke("orphan-call", {"message": "what is 2 + 3?"})
     assert status == 200
-    await save_unanswered_tool_call("c03")
+    await save_unanswered_tool_call("orphan-call")
 
-    status, body = await invoke("c03", {"message": "what is 1 + 1?"})
+    status, body = await invoke("orphan-call", {"message": "what is 1 + 1?"})
 
     assert status == 200, body
     assert body["status"] == "completed"
@@ -250,9 +250,9 @@ async def test_unanswered_tool_call_is_repaired_before_next_turn(fake_openai: Fa
     assert body["messages"][-1]["role"] == "assistant"
     assert fake_openai.rejections == []
 
-    messages = await read_messages("c03")
+    messages = await read_messages("orphan-call")
     orphan_at = next(
-        i for i, m in enumerate(messages) if any(c["id"] == "call_orphan_c03" for c in m.get("toolCalls", []))
+        i for i, m in enumerate(messages) if any(c["id"] == "call_orphan_1" for c in m.get("toolCalls", []))
     )
     result = messages[orphan_at + 1]
     assert result["role"] == "tool"
