@@ -454,7 +454,7 @@ def _model_provider_error(err: BaseException, settings: Settings) -> AppError | 
 
     if isinstance(err, ModelTimeoutError):
         return UpstreamTimeout(
-            f"the model did not answer within {settings.model_timeout_seconds:g} s; nothing of this turn was saved"
+            f"the model did not respond within {settings.model_timeout_seconds:g} s; nothing of this turn was saved"
         )
     if not isinstance(err, ModelError):
         return None

@@ -112,7 +112,7 @@ async def test_resume_without_pending_interrupt_is_409() -> None:
     assert problem["code"] == "no_pending_interrupt"
 
 
-async def test_message_while_interrupt_pending_is_409_and_keeps_it() -> None:
+async def test_message_during_interrupt_is_409() -> None:
     await invoke("thread-7", {"message": "book a design review on 2026-12-24"})
     status, problem = await invoke("thread-7", {"message": "what is 1 + 1?"})
 
@@ -189,7 +189,7 @@ async def test_longest_valid_thread_id_is_accepted() -> None:
     assert body["threadId"] == "a" * 128
 
 
-async def test_client_langgraph_config_is_refused_and_thread_never_forks(app_environment: dict[str, str]) -> None:
+async def test_client_config_keys_rejected_without_fork(app_environment: dict[str, str]) -> None:
     await invoke("thread-config-keys", {"message": "what is 1 + 1?"})
     with psycopg.connect(app_environment["DATABASE_URL"]) as conn:
         row = conn.execute(
@@ -343,6 +343,6 @@ async def test_offline_model_slower_than_model_timeout_is_504(monkeypatch: pytes
     status, problem = await invoke("slow-model", {"message": "hello"})
 
     assert status == 504
-    assert problem["detail"] == "the model did not answer within 1 s; nothing of this turn was saved"
+    assert problem["detail"] == "the model did not respond within 1 s; nothing of this turn was saved"
     status, _ = await read_thread("slow-model")
     assert status == 404

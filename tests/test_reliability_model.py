@@ -111,7 +111,7 @@ async def test_model_over_model_timeout_is_504(
     assert status == 504
     assert headers["content-type"] == "application/problem+json"
     assert problem["code"] == "upstream_timeout"
-    assert problem["detail"] == "the model did not answer within 1 s; nothing of this turn was saved"
+    assert problem["detail"] == "the model did not respond within 1 s; nothing of this turn was saved"
     # Two attempts of 1 s each and the client's short back-off, far below RUN_TIMEOUT_SECONDS.
     assert elapsed < 10
     assert checkpoint_count(app_environment["DATABASE_URL"], "silent") == 0

@@ -119,7 +119,7 @@ class OfflineChatModel(BaseChatModel):
     ) -> ChatResult:
         if self.timeout_seconds is not None and self.delay_seconds > self.timeout_seconds:
             time.sleep(self.timeout_seconds)
-            raise ModelTimeoutError(f"the offline model did not answer within {self.timeout_seconds:g} s")
+            raise ModelTimeoutError(f"the offline model did not respond within {self.timeout_seconds:g} s")
         if self.delay_seconds:
             time.sleep(self.delay_seconds)
         return self._respond(messages, kwargs.get("tools") or [])
@@ -133,7 +133,7 @@ class OfflineChatModel(BaseChatModel):
     ) -> ChatResult:
         if self.timeout_seconds is not None and self.delay_seconds > self.timeout_seconds:
             await asyncio.sleep(self.timeout_seconds)
-            raise ModelTimeoutError(f"the offline model did not answer within {self.timeout_seconds:g} s")
+            raise ModelTimeoutError(f"the offline model did not respond within {self.timeout_seconds:g} s")
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         return self._respond(messages, kwargs.get("tools") or [])
